@@ -1,0 +1,73 @@
+"""The label column that carries per-negative gap-correction weights and sources to the loss.
+
+sentence-transformers' data collator turns the first column named ``label``/``labels``/``score``/``scores``
+into the ``labels`` tensor handed to the loss (a list column becomes a ``(batch, k)`` tensor); every other
+column is tokenized as text. That one column is therefore the only channel from a dataset to a loss, so
+it packs two things for the ``N`` negative columns of a row, in column order::
+
+    labels = [w_1, ..., w_N, g_1, ..., g_N]
+
+- ``w_i`` in ``[0, 1]``: the gap-correction weight of ``negative_i``. It enters the InfoNCE denominator as
+  ``log w_i`` on that negative's logit, so ``w_i = 1`` is a plain negative and ``w_i = 0`` masks it.
+- ``g_i`` in ``{0, 1}``: 1 if ``negative_i`` was generated (synthesized by an LLM), 0 if it was mined from
+  the corpus. Only generated negatives take part in the query-view entropy term as the "generated" group.
+
+A row with no negatives has an empty list. All rows of a dataset must have the same ``N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+LABEL_COLUMN = "labels"
+
+
+def encode_negative_labels(weights: Sequence[float], is_generated: Sequence[bool | int]) -> list[float]:
+    """Build one row's label list from per-negative weights and source flags.
+
+    Args:
+        weights: one weight in ``[0, 1]`` per negative column, in column order.
+        is_generated: one flag per negative column, ``True`` for LLM-generated negatives.
+
+    Returns:
+        ``[w_1, ..., w_N, g_1, ..., g_N]`` as floats.
+
+    Example:
+        >>> encode_negative_labels([1.0, 0.5, 0.0], [False, True, True])
+        [1.0, 0.5, 0.0, 0.0, 1.0, 1.0]
+    """
+    if len(weights) != len(is_generated):
+        raise ValueError(
+            f"weights has {len(weights)} entries but is_generated has {len(is_generated)}: "
+            "give exactly one weight and one source flag per negative column."
+        )
+    out: list[float] = []
+    for i, w in enumerate(weights):
+        w = float(w)
+        if not 0.0 <= w <= 1.0:  # also rejects NaN
+            raise ValueError(f"weight of negative_{i + 1} is {w}; gap-correction weights must lie in [0, 1].")
+        out.append(w)
+    out.extend(1.0 if bool(g) else 0.0 for g in is_generated)
+    return out
+
+
+def decode_negative_labels(labels: Tensor, num_negatives: int) -> tuple[Tensor, Tensor]:
+    """Split a collated ``(batch, 2 * num_negatives)`` label tensor into weights and a generated mask.
+
+    Returns:
+        ``(weights, is_generated)``: a float tensor and a bool tensor, both ``(batch, num_negatives)``.
+    """
+    if labels.dim() != 2 or labels.size(1) != 2 * num_negatives:
+        raise ValueError(
+            f"Expected a label tensor of shape (batch, {2 * num_negatives}) for {num_negatives} negative columns "
+            f"([w_1..w_N, g_1..g_N], see negsynth_hf.labels), got shape {tuple(labels.shape)}. Build the column "
+            "with negsynth_hf.encode_negative_labels, or remove it to train without weights."
+        )
+    labels = labels.float()
+    weights = labels[:, :num_negatives]
+    if bool(((weights < 0) | (weights > 1) | torch.isnan(weights)).any()):
+        raise ValueError("Gap-correction weights in the label column must lie in [0, 1].")
+    return weights, labels[:, num_negatives:] > 0.5
