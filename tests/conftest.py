@@ -16,9 +16,8 @@ torch.set_num_threads(1)
 def build_tiny_sentence_transformer(folder: Path, *, seed: int = 0, hidden: int = 32):
     """A 2-layer BERT (hidden 32) with the MiniLM tokenizer, mean pooling and normalization, saved to ``folder``."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
-    from sentence_transformers.base.modules import Normalize
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from negsynth_hf.paths import embedded_retriever_path
