@@ -1,0 +1,211 @@
+"""A content-addressed on-disk response cache and the generator wrapper that uses it.
+
+A crashed or interrupted synthesis run resumes where it stopped: every successful response is
+stored under ``sha256(prompt_version, messages, json_schema, model id, sampling params, package
+version)``. Entries are written atomically (temporary file + ``os.replace``) into sharded folders,
+so several processes (``datasets.map(num_proc=...)``) can share one directory; a corrupt or partial
+entry is treated as a miss and counted. Failed responses are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .base import ChatGenerator, ChatRequest, ChatResponse
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+def _package_version() -> str:
+    from negsynth_hf import __version__
+
+    return __version__
+
+
+def request_key(request: ChatRequest, *, model_id: str, extra: dict[str, Any] | None = None) -> str:
+    """The cache key of ``request`` answered by ``model_id`` (hex sha256; no secret ever enters it)."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "package": _package_version(),
+        "model": model_id,
+        "prompt_version": request.prompt_version,
+        "messages": [dict(m) for m in request.messages],
+        "json_schema": request.json_schema,
+        "schema_name": request.schema_name if request.json_schema is not None else None,
+        "temperature": float(request.temperature),
+        "max_new_tokens": int(request.max_new_tokens),
+        "seed": request.seed,
+        "backend": extra or {},
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Successful :class:`ChatResponse` objects on disk, one JSON file per key in ``<dir>/<key[:2]>/<key>.json``.
+
+    Args:
+        directory: cache folder (created).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.corrupt = 0
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({str(self.directory)!r})"
+
+    def __reduce__(self):
+        return (type(self), (str(self.directory),))
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> ChatResponse | None:
+        """The stored response for ``key`` (``cached=True``), or ``None`` on a miss or an unreadable entry."""
+        path = self.path(key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") != key or not isinstance(data.get("text"), str):
+                raise ValueError("entry does not match its key or has no text")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError) as err:
+            self.corrupt += 1
+            logger.warning("Ignoring unreadable response-cache entry %s (%s); it will be regenerated.", path, err)
+            return None
+        return ChatResponse(
+            text=data["text"],
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            completion_tokens=int(data.get("completion_tokens", 0)),
+            latency_s=float(data.get("latency_s", 0.0)),
+            cached=True,
+            extra=dict(data.get("extra") or {}),
+        )
+
+    def put(self, key: str, response: ChatResponse, *, model_id: str | None = None, prompt_version: str = "") -> bool:
+        """Store ``response`` atomically if it succeeded; returns whether it was written."""
+        if not response.ok:
+            return False
+        entry = {
+            "key": key,
+            "model_id": model_id,
+            "prompt_version": prompt_version,
+            "text": response.text,
+            "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens,
+            "latency_s": response.latency_s,
+            "extra": response.extra,
+            "created": time.time(),
+        }
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entry, handle, ensure_ascii=False, default=str)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return True
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.directory.glob("??/*.json"))
+
+
+class CachingGenerator:
+    """Wraps a :class:`ChatGenerator`: cache hits come back with ``cached=True`` without calling ``inner``.
+
+    Misses (deduplicated by key) go to ``inner`` in one batch per call. ``stats`` counts ``hits``,
+    ``misses``, ``calls`` (batches sent to ``inner``), ``errors`` (failed responses, not cached) and
+    ``corrupt`` (unreadable entries treated as misses).
+
+    Args:
+        inner: the generator answering misses.
+        cache: a :class:`ResponseCache` or a folder for one.
+    """
+
+    def __init__(self, inner: ChatGenerator, cache: ResponseCache | str | os.PathLike[str]) -> None:
+        self.inner = inner
+        self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+        self._lock = threading.Lock()
+        self._stats = {"hits": 0, "misses": 0, "calls": 0, "errors": 0}
+
+    def __repr__(self) -> str:
+        return f"CachingGenerator({self.inner!r}, {self.cache!r})"
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._stats, "corrupt": self.cache.corrupt}
+
+    def _key_extra(self) -> dict[str, Any] | None:
+        extra = getattr(self.inner, "cache_key_extra", None)
+        return extra() if callable(extra) else extra
+
+    def _lookup(self, requests: Sequence[ChatRequest]):
+        model_id = self.inner.model_id
+        extra = self._key_extra()
+        keys = [request_key(r, model_id=model_id, extra=extra) for r in requests]
+        results: list[ChatResponse | None] = [self.cache.get(k) for k in keys]
+        pending: dict[str, list[int]] = {}
+        for i, (key, hit) in enumerate(zip(keys, results, strict=True)):
+            if hit is None:
+                pending.setdefault(key, []).append(i)
+        with self._lock:
+            self._stats["hits"] += len(requests) - sum(len(v) for v in pending.values())
+            self._stats["misses"] += len(pending)
+            if pending:
+                self._stats["calls"] += 1
+        return model_id, results, pending
+
+    def _store(self, requests, model_id, results, pending, answers: Sequence[ChatResponse]) -> list[ChatResponse]:
+        errors = 0
+        for (key, indices), answer in zip(pending.items(), answers, strict=True):
+            if answer.ok:
+                self.cache.put(key, answer, model_id=model_id, prompt_version=requests[indices[0]].prompt_version)
+            else:
+                errors += 1
+            for i in indices:
+                results[i] = answer
+        with self._lock:
+            self._stats["errors"] += errors
+        return results  # type: ignore[return-value]
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        requests = list(requests)
+        model_id, results, pending = self._lookup(requests)
+        if not pending:
+            return results  # type: ignore[return-value]
+        answers = self.inner.generate([requests[idx[0]] for idx in pending.values()])
+        return self._store(requests, model_id, results, pending, answers)
+
+    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        requests = list(requests)
+        model_id, results, pending = self._lookup(requests)
+        if not pending:
+            return results  # type: ignore[return-value]
+        answers = await self.inner.agenerate([requests[idx[0]] for idx in pending.values()])
+        return self._store(requests, model_id, results, pending, answers)
