@@ -1,0 +1,114 @@
+"""Sans-IO retry engine: one LLM call per task, validated, re-asked with the error, bounded.
+
+A strategy is a Python generator that *yields* lists of :class:`ChatRequest` and is *sent* the list of
+:class:`ChatResponse`. The same plan therefore runs under ``generator.generate`` (sync) and under
+``await generator.agenerate`` (async), and every yield is one batch: stage 1 for all rows, then the
+re-asks of those that failed, then stage 2, so a batching or concurrent backend sees whole batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..generators.base import ChatRequest, ChatResponse
+from .prompts import reask_messages
+
+#: parse(text) -> (value, None) on success or (None, error) on failure
+Parser = Callable[[str], tuple[Any, "str | None"]]
+Plan = Generator[list[ChatRequest], list[ChatResponse], None]
+
+
+@dataclass
+class RowStats:
+    """Accounting for one input row, across all its calls."""
+
+    llm_calls: int = 0
+    cached_calls: int = 0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    max_attempts: int = 0
+
+
+@dataclass
+class Task:
+    """One call that must end in a valid value; ``error`` holds the last reason when it did not."""
+
+    row: int
+    stage: str
+    messages: tuple[dict[str, str], ...]
+    schema_name: str
+    schema: dict[str, Any]
+    parse: Parser
+    prompt_version: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    value: Any = None
+    error: str | None = None
+    previous: str | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+    def failure(self) -> str:
+        return f"{self.stage}: {self.error} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    max_attempts: int
+
+
+def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) -> Plan:
+    """Drive ``tasks`` to success or exhaustion, one yielded batch per attempt round."""
+    pending = list(tasks)
+    for attempt in range(settings.max_attempts):
+        if not pending:
+            return
+        requests = [
+            ChatRequest(
+                messages=t.messages if attempt == 0 else reask_messages(t.messages, t.previous, t.error or ""),
+                json_schema=t.schema,
+                schema_name=t.schema_name,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                # a new seed per attempt: a cached or greedy backend must not replay the same bad answer
+                seed=settings.seed + attempt,
+                prompt_version=t.prompt_version,
+            )
+            for t in pending
+        ]
+        responses = yield requests
+        if not isinstance(responses, list) or len(responses) != len(requests):
+            got = len(responses) if isinstance(responses, list) else type(responses).__name__
+            responses = [
+                ChatResponse(text=None, error=f"generator returned {got} responses for {len(requests)}")
+            ] * len(requests)
+        still = []
+        for task, resp in zip(pending, responses, strict=True):
+            task.attempts += 1
+            st = stats[task.row]
+            st.llm_calls += 1
+            st.cached_calls += int(bool(getattr(resp, "cached", False)))
+            st.completion_tokens += int(getattr(resp, "completion_tokens", 0) or 0)
+            st.prompt_tokens += int(getattr(resp, "prompt_tokens", 0) or 0)
+            st.max_attempts = max(st.max_attempts, task.attempts)
+            if not resp.ok:
+                task.error, task.previous = f"generator error: {resp.error or 'no text'}", None
+                still.append(task)
+                continue
+            try:
+                value, error = task.parse(resp.text or "")
+            except Exception as exc:  # a parser bug must cost one row, not the batch
+                value, error = None, f"internal parse error: {type(exc).__name__}: {exc}"
+            if error is None and value is not None:
+                task.value, task.error = value, None
+            else:
+                task.error, task.previous = error or "no value", resp.text
+                still.append(task)
+        pending = still

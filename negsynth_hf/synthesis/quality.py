@@ -1,0 +1,78 @@
+"""Cheap, non-filtering quality flags and within-row de-duplication.
+
+Flags never drop a negative: they are recorded so the transform's verification and weighting (and a
+human reading provenance) can act on them. Only exact duplicates (after normalization) are removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .parsing import looks_like_refusal
+
+VERY_SHORT_WORDS = 8
+NEAR_DUPLICATE_JACCARD = 0.8
+VERBATIM_CANDIDATE_JACCARD = 0.95
+
+FLAG_NAMES = (
+    "very_short",
+    "equals_positive",
+    "contains_query",
+    "near_duplicate_of_positive",
+    "duplicate",
+    "copies_candidate_verbatim",
+    "looks_like_refusal",
+)
+
+
+def normalize(text: str) -> str:
+    """Lowercase, punctuation to spaces, collapsed whitespace."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def _tokens(text: str) -> set[str]:
+    return set(normalize(text).split())
+
+
+def jaccard(a: str, b: str) -> float:
+    ta, tb = _tokens(a), _tokens(b)
+    if not ta and not tb:
+        return 1.0
+    return len(ta & tb) / len(ta | tb)
+
+
+def quality_flags(text: str, *, query: str, positive: str, candidates: Sequence[str] = ()) -> tuple[str, ...]:
+    """Flags for one negative (``duplicate`` is added by :func:`deduplicate`)."""
+    norm = normalize(text)
+    flags = []
+    if len(norm.split()) < VERY_SHORT_WORDS:
+        flags.append("very_short")
+    if norm == normalize(positive):
+        flags.append("equals_positive")
+    nq = normalize(query)
+    if nq and f" {nq} " in f" {norm} ":
+        flags.append("contains_query")
+    if jaccard(text, positive) >= NEAR_DUPLICATE_JACCARD:
+        flags.append("near_duplicate_of_positive")
+    if any(norm == normalize(c) or jaccard(text, c) >= VERBATIM_CANDIDATE_JACCARD for c in candidates):
+        flags.append("copies_candidate_verbatim")
+    if looks_like_refusal(text):
+        flags.append("looks_like_refusal")
+    return tuple(flags)
+
+
+def deduplicate(texts: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Indices to keep (first occurrence of each normalized text) and per-kept duplicate counts."""
+    first: dict[str, int] = {}
+    keep: list[int] = []
+    counts: list[int] = []
+    for i, text in enumerate(texts):
+        key = normalize(text)
+        if key in first:
+            counts[first[key]] += 1
+            continue
+        first[key] = len(keep)
+        keep.append(i)
+        counts.append(0)
+    return keep, counts

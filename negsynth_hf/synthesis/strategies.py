@@ -1,0 +1,393 @@
+"""The three strategies as sans-IO plans (see ``engine``): counterfactual, naive, query_edit.
+
+- counterfactual (method Module 1): analysis -> generation, both JSON, no plain-text fallback
+  (the structure *is* the method).
+- naive (ablation baseline): one prompt, no decomposition, no verification. A plain-text reply is
+  accepted as passage(s): the baseline asks for nothing but passages, so prose is a sound answer.
+- query_edit (for small generators): K one-detail edits of the query, each checked in code
+  (``edits.diff_one_place``), then one passage per accepted edit written from the edited query and
+  the title only. Plain-text replies are accepted in both stages when JSON parsing fails: the edit is
+  validated by the diff check whatever its wrapping, and a passage is free text anyway, so nothing the
+  schema would have guaranteed is lost (constrained decoding is often unavailable for small models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .edits import diff_one_place, plain_query, plain_text, split_passages
+from .engine import CallSettings, Plan, RowStats, Task, run_tasks
+from .parsing import parse_reply
+from .profiles import DatasetProfile
+from .prompts import (
+    PROMPT_VERSIONS,
+    QUERY_EDIT_FOCUS,
+    counterfactual_analysis_messages,
+    counterfactual_generation_messages,
+    edited_passage_messages,
+    naive_messages,
+    query_edit_messages,
+)
+from .quality import deduplicate, normalize, quality_flags
+from .records import SynthesisInput, SynthesisResult, SynthesizedNegative
+from .schemas import (
+    ANALYSIS_SCHEMA,
+    EDITED_PASSAGE_SCHEMA,
+    GENERATION_SCHEMA,
+    NAIVE_SCHEMA,
+    QUERY_EDIT_SCHEMA,
+    Analysis,
+    EditedPassage,
+    Generation,
+    NaivePassages,
+    QueryEdit,
+)
+
+
+@dataclass
+class Context:
+    """Shared state of one ``synthesize`` call. ``items[i] is None`` marks a row that already failed."""
+
+    items: list[SynthesisInput | None]
+    results: list[SynthesisResult]
+    stats: list[RowStats]
+    candidates: list[list[tuple[int, str]]]  # per row: (index in input.candidates, text), at most max_candidates
+    profile: DatasetProfile
+    settings: CallSettings
+    num_negatives: int
+    max_chars: int
+
+    def rows(self) -> list[int]:
+        return [i for i, item in enumerate(self.items) if item is not None and self.results[i].failure_reason is None]
+
+
+def finalize_row(ctx: Context, row: int, negatives: list[SynthesizedNegative]) -> None:
+    """De-duplicate, flag, cap at K, and record; a row left with nothing gets a failure reason."""
+    try:
+        _finalize_row(ctx, row, negatives)
+    except Exception as exc:  # one odd row must not cost the batch
+        ctx.results[row].negatives = []
+        ctx.results[row].failure_reason = f"internal error while finalizing: {type(exc).__name__}: {exc}"
+
+
+def _finalize_row(ctx: Context, row: int, negatives: list[SynthesizedNegative]) -> None:
+    item, result = ctx.items[row], ctx.results[row]
+    assert item is not None
+    keep, dup_counts = deduplicate([n.text for n in negatives])
+    result.duplicates_removed = len(negatives) - len(keep)
+    cand_texts = [c for _, c in ctx.candidates[row]]
+    out = []
+    for idx, dups in zip(keep, dup_counts, strict=True):
+        neg = negatives[idx]
+        flags = list(quality_flags(neg.text, query=item.query, positive=item.positive, candidates=cand_texts))
+        if dups:
+            flags.append("duplicate")
+        neg.flags = tuple(dict.fromkeys([*neg.flags, *flags]))
+        out.append(neg)
+    if len(out) > ctx.num_negatives:
+        result.notes.append(f"kept the first {ctx.num_negatives} of {len(out)} negatives")
+    result.negatives = out[: ctx.num_negatives]
+    if not result.negatives and result.failure_reason is None:
+        result.failure_reason = "no usable negative was produced"
+
+
+# --------------------------------------------------------------------------- counterfactual
+
+
+def _generation_parser(analysis: Analysis, n_candidates: int) -> Callable[[str], tuple[Any, str | None]]:
+    """Schema validation plus checks against this row's analysis and candidates."""
+    nodes = {n.id.strip().lower(): n for n in analysis.requirements}
+
+    def parse(text: str) -> tuple[Any, str | None]:
+        outcome = parse_reply(text, Generation)
+        if outcome.value is None:
+            return None, outcome.error
+        kept, notes = [], []
+        for i, neg in enumerate(outcome.value.negatives):
+            node = nodes.get(neg.node_id.strip().lower())
+            if node is None:
+                notes.append(f"negative {i}: unknown node_id {neg.node_id!r} (dropped)")
+                continue
+            kept.append((neg, node))
+        if not kept:
+            return (
+                None,
+                f"no negative names a requirement id of the analysis (valid ids: {[n.id for n in analysis.requirements]})",
+            )
+        return (kept, notes, n_candidates), None
+
+    return parse
+
+
+def counterfactual_plan(ctx: Context) -> Plan:
+    version = PROMPT_VERSIONS["counterfactual"]
+    analysis_tasks = []
+    for row in ctx.rows():
+        item = ctx.items[row]
+        assert item is not None
+        analysis_tasks.append(
+            Task(
+                row=row,
+                stage="analysis",
+                messages=counterfactual_analysis_messages(
+                    item.query, item.positive, title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
+                ),
+                schema_name="analysis",
+                schema=ANALYSIS_SCHEMA,
+                parse=lambda text: _as_pair(parse_reply(text, Analysis)),
+                prompt_version=f"{version}:analysis",
+            )
+        )
+    yield from run_tasks(analysis_tasks, ctx.settings, ctx.stats)
+
+    generation_tasks = []
+    for task in analysis_tasks:
+        result = ctx.results[task.row]
+        if not task.ok:
+            result.failure_reason = task.failure()
+            continue
+        analysis: Analysis = task.value
+        result.analysis = analysis.model_dump()
+        item = ctx.items[task.row]
+        assert item is not None
+        cands = [c for _, c in ctx.candidates[task.row]]
+        generation_tasks.append(
+            Task(
+                row=task.row,
+                stage="generation",
+                messages=counterfactual_generation_messages(
+                    item.query,
+                    item.positive,
+                    title=item.title,
+                    analysis=result.analysis,
+                    candidates=cands,
+                    profile=ctx.profile,
+                    num_negatives=ctx.num_negatives,
+                    max_chars=ctx.max_chars,
+                ),
+                schema_name="generation",
+                schema=GENERATION_SCHEMA,
+                parse=_generation_parser(analysis, len(cands)),
+                prompt_version=f"{version}:generation",
+            )
+        )
+    yield from run_tasks(generation_tasks, ctx.settings, ctx.stats)
+
+    for task in generation_tasks:
+        result = ctx.results[task.row]
+        if not task.ok:
+            result.failure_reason = task.failure()
+            continue
+        kept, notes, _ = task.value
+        result.notes.extend(notes)
+        negatives = []
+        for neg, node in kept:
+            flags: tuple[str, ...] = ()
+            index = None
+            if neg.rewrote_candidate:
+                number = neg.candidate_index
+                if number is not None and 1 <= number <= len(ctx.candidates[task.row]):
+                    index = ctx.candidates[task.row][number - 1][0]
+                else:
+                    flags = ("invalid_candidate_index",)
+            if not node.critical:
+                flags = (*flags, "non_critical_node")
+            negatives.append(
+                SynthesizedNegative(
+                    text=neg.text,
+                    violated_requirement=f"{node.id}: {node.description}",
+                    strategy_type=neg.strategy_type,
+                    rewrote_candidate=index is not None,
+                    candidate_index=index,
+                    explanation=neg.explanation,
+                    flags=flags,
+                    node_id=node.id,
+                )
+            )
+        finalize_row(ctx, task.row, negatives)
+
+
+def _as_pair(outcome: Any) -> tuple[Any, str | None]:
+    return outcome.value, outcome.error
+
+
+# --------------------------------------------------------------------------- naive
+
+
+def _naive_parse(text: str) -> tuple[Any, str | None]:
+    outcome = parse_reply(text, NaivePassages)
+    if outcome.value is not None:
+        passages = [p for p in outcome.value.passages if p.strip()]
+        return (passages or None), (None if passages else "all passages are empty")
+    prose = plain_text(text)
+    if prose is None or prose.lstrip().startswith(("{", "[")):
+        return None, outcome.error
+    return split_passages(prose), None
+
+
+def naive_plan(ctx: Context) -> Plan:
+    version = PROMPT_VERSIONS["naive"]
+    tasks = []
+    for row in ctx.rows():
+        item = ctx.items[row]
+        assert item is not None
+        tasks.append(
+            Task(
+                row=row,
+                stage="naive",
+                messages=naive_messages(
+                    item.query, profile=ctx.profile, num_negatives=ctx.num_negatives, max_chars=ctx.max_chars
+                ),
+                schema_name="naive",
+                schema=NAIVE_SCHEMA,
+                parse=_naive_parse,
+                prompt_version=version,
+            )
+        )
+    yield from run_tasks(tasks, ctx.settings, ctx.stats)
+    for task in tasks:
+        if not task.ok:
+            ctx.results[task.row].failure_reason = task.failure()
+            continue
+        finalize_row(ctx, task.row, [SynthesizedNegative(text=p, strategy_type="naive") for p in task.value])
+
+
+# --------------------------------------------------------------------------- query edit
+
+
+def _edit_parser(original: str) -> Callable[[str], tuple[Any, str | None]]:
+    def parse(text: str) -> tuple[Any, str | None]:
+        outcome = parse_reply(text, QueryEdit)
+        if outcome.value is not None:
+            edited, edit_type = outcome.value.edited_query, outcome.value.edit_type
+        else:
+            edited, edit_type = plain_query(text), "other"
+            if edited is None or edited.lstrip().startswith(("{", "[")):
+                return None, outcome.error
+        try:
+            diff = diff_one_place(original, edited)
+        except ValueError as exc:
+            return None, str(exc)
+        return (edited, edit_type, diff), None
+
+    return parse
+
+
+def _passage_parse(text: str) -> tuple[Any, str | None]:
+    outcome = parse_reply(text, EditedPassage)
+    if outcome.value is not None:
+        return outcome.value.passage, None
+    prose = plain_text(text)
+    if prose is None or prose.lstrip().startswith(("{", "[")):
+        return None, outcome.error
+    return prose, None
+
+
+def query_edit_plan(ctx: Context) -> Plan:
+    version = PROMPT_VERSIONS["query_edit"]
+    edit_tasks = []
+    for row in ctx.rows():
+        item = ctx.items[row]
+        assert item is not None
+        for k in range(ctx.num_negatives):
+            focus = QUERY_EDIT_FOCUS[k % len(QUERY_EDIT_FOCUS)]
+            edit_tasks.append(
+                Task(
+                    row=row,
+                    stage="query_edit",
+                    messages=query_edit_messages(item.query, profile=ctx.profile, focus=focus, max_chars=ctx.max_chars),
+                    schema_name="query_edit",
+                    schema=QUERY_EDIT_SCHEMA,
+                    parse=_edit_parser(item.query),
+                    prompt_version=f"{version}:edit",
+                    meta={"focus": focus},
+                )
+            )
+    yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
+
+    by_row: dict[int, list[Task]] = {}
+    for task in edit_tasks:
+        by_row.setdefault(task.row, []).append(task)
+    passage_tasks = []
+    for row, tasks in by_row.items():
+        item, result = ctx.items[row], ctx.results[row]
+        assert item is not None
+        edits, seen = [], set()
+        for task in tasks:
+            if not task.ok:
+                result.notes.append(task.failure())
+                continue
+            edited, edit_type, diff = task.value
+            key = normalize(edited)
+            if key in seen:
+                result.notes.append(f"query_edit: duplicate edit {edited!r} (dropped)")
+                continue
+            seen.add(key)
+            edits.append(
+                {
+                    "edited_query": edited,
+                    "edit_type": edit_type,
+                    "changed_span": [diff.old, diff.new],
+                    "focus": task.meta["focus"],
+                }
+            )
+        result.analysis = {"edits": edits}
+        if not edits:
+            result.failure_reason = (
+                next(t.failure() for t in tasks if not t.ok)
+                if any(not t.ok for t in tasks)
+                else "query_edit: no distinct edit"
+            )
+            continue
+        for edit in edits:
+            passage_tasks.append(
+                Task(
+                    row=row,
+                    stage="passage",
+                    messages=edited_passage_messages(
+                        edit["edited_query"], title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
+                    ),
+                    schema_name="edited_passage",
+                    schema=EDITED_PASSAGE_SCHEMA,
+                    parse=_passage_parse,
+                    prompt_version=f"{version}:passage",
+                    meta=edit,
+                )
+            )
+    yield from run_tasks(passage_tasks, ctx.settings, ctx.stats)
+
+    passages_by_row: dict[int, list[Task]] = {}
+    for task in passage_tasks:
+        passages_by_row.setdefault(task.row, []).append(task)
+    for row, tasks in passages_by_row.items():
+        result = ctx.results[row]
+        negatives = []
+        for task in tasks:
+            if not task.ok:
+                result.notes.append(task.failure())
+                continue
+            edit = task.meta
+            old, new = edit["changed_span"]
+            negatives.append(
+                SynthesizedNegative(
+                    text=task.value,
+                    violated_requirement=f"{old!r} -> {new!r}",
+                    strategy_type=f"query_edit:{edit['edit_type']}",
+                    explanation=f"written for the edited query {edit['edited_query']!r}, which changes {old!r} to {new!r}",
+                    edited_query=edit["edited_query"],
+                    changed_span=(old, new),
+                )
+            )
+        if not negatives:
+            result.failure_reason = tasks[-1].failure()
+            continue
+        finalize_row(ctx, row, negatives)
+
+
+PLANS: dict[str, Callable[[Context], Plan]] = {
+    "counterfactual": counterfactual_plan,
+    "naive": naive_plan,
+    "query_edit": query_edit_plan,
+}

@@ -1,0 +1,247 @@
+"""The :class:`Synthesizer`: rows in, one :class:`SynthesisResult` per row out, never an exception per row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from ..generators.base import ChatGenerator, ChatRequest, ChatResponse
+from .engine import CallSettings, Plan, RowStats
+from .profiles import DatasetProfile, get_profile
+from .prompts import PROMPT_VERSIONS
+from .records import SynthesisInput, SynthesisResult
+from .schemas import SCHEMAS
+from .strategies import PLANS, Context
+
+Strategy = Literal["counterfactual", "naive", "query_edit"]
+SYNTHESIS_FORMAT = 1
+
+
+def _schemas_hash() -> str:
+    blob = json.dumps({k: s for k, (_, s) in SCHEMAS.items()}, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class Synthesizer:
+    """Writes hard negatives for (query, positive) rows with an LLM, using one of three strategies.
+
+    Args:
+        generator: any :class:`~negsynth_hf.generators.base.ChatGenerator`.
+        strategy: ``"counterfactual"`` (analysis + generation, the method), ``"naive"`` (ablation
+            baseline) or ``"query_edit"`` (one-detail query edit + passage; suits small models).
+        profile: a built-in profile name, a :class:`DatasetProfile`, a dict, or a YAML file path.
+        num_negatives: K, the most negatives kept per row.
+        max_candidates: how many mined candidates (non-empty, in order) the prompt shows.
+        temperature, max_new_tokens, seed: passed on every request (``seed + attempt`` on re-asks).
+        max_attempts: tries per LLM call, re-asking with the validation error after a failure.
+        max_passage_chars: each query/positive/candidate is cut to this many characters in prompts.
+    """
+
+    def __init__(
+        self,
+        generator: ChatGenerator,
+        *,
+        strategy: Strategy = "counterfactual",
+        profile: str | DatasetProfile | Mapping[str, Any] | Path = "generic",
+        num_negatives: int = 3,
+        max_candidates: int = 5,
+        temperature: float = 0.2,
+        max_new_tokens: int = 512,
+        max_attempts: int = 3,
+        seed: int = 0,
+        max_passage_chars: int = 2000,
+    ) -> None:
+        if strategy not in PLANS:
+            raise ValueError(f"Unknown strategy {strategy!r}; valid strategies: {sorted(PLANS)}")
+        if num_negatives < 1 or max_candidates < 0 or max_attempts < 1 or max_new_tokens < 1 or max_passage_chars < 1:
+            raise ValueError(
+                "num_negatives, max_attempts, max_new_tokens and max_passage_chars must be >= 1, max_candidates >= 0"
+            )
+        if temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        for method in ("generate", "agenerate"):
+            if not callable(getattr(generator, method, None)):
+                raise TypeError(f"generator must implement the ChatGenerator protocol (missing {method}())")
+        self.generator = generator
+        self.strategy: str = strategy
+        self.profile = get_profile(profile)
+        self.num_negatives = num_negatives
+        self.max_candidates = max_candidates
+        self.temperature = float(temperature)
+        self.max_new_tokens = max_new_tokens
+        self.max_attempts = max_attempts
+        self.seed = seed
+        self.max_passage_chars = max_passage_chars
+
+    @property
+    def prompt_version(self) -> str:
+        return PROMPT_VERSIONS[self.strategy]
+
+    @property
+    def model_id(self) -> str:
+        try:
+            return str(self.generator.model_id)
+        except Exception:  # provenance must not break synthesis
+            return type(self.generator).__name__
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-safe description of everything that shapes the output (for provenance and cache keys)."""
+        return {
+            "format": SYNTHESIS_FORMAT,
+            "strategy": self.strategy,
+            "prompt_version": self.prompt_version,
+            "profile": self.profile.name,
+            "profile_hash": self.profile.hash,
+            "schemas_hash": _schemas_hash(),
+            "num_negatives": self.num_negatives,
+            "max_candidates": self.max_candidates,
+            "temperature": self.temperature,
+            "max_new_tokens": self.max_new_tokens,
+            "max_attempts": self.max_attempts,
+            "seed": self.seed,
+            "max_passage_chars": self.max_passage_chars,
+            "model_id": self.model_id,
+        }
+
+    # ------------------------------------------------------------------ running
+
+    def _context(self, items: Sequence[SynthesisInput | Mapping[str, Any]]) -> Context:
+        n = len(items)
+        ctx = Context(
+            items=[None] * n,
+            results=[
+                SynthesisResult(strategy=self.strategy, prompt_version=self.prompt_version, model_id=self.model_id)
+                for _ in range(n)
+            ],
+            stats=[RowStats() for _ in range(n)],
+            candidates=[[] for _ in range(n)],
+            profile=self.profile,
+            settings=CallSettings(self.max_new_tokens, self.temperature, self.seed, self.max_attempts),
+            num_negatives=self.num_negatives,
+            max_chars=self.max_passage_chars,
+        )
+        for i, raw in enumerate(items):
+            try:
+                item = _coerce(raw)
+            except (TypeError, ValueError) as exc:
+                ctx.results[i].failure_reason = f"invalid input: {exc}"
+                continue
+            ctx.items[i] = item
+            usable = [(j, c) for j, c in enumerate(item.candidates) if isinstance(c, str) and c.strip()]
+            ctx.candidates[i] = usable[: self.max_candidates]
+        return ctx
+
+    def _finish(self, ctx: Context) -> list[SynthesisResult]:
+        for result, st in zip(ctx.results, ctx.stats, strict=True):
+            result.llm_calls, result.cached_calls = st.llm_calls, st.cached_calls
+            result.completion_tokens, result.prompt_tokens = st.completion_tokens, st.prompt_tokens
+            result.attempts = st.max_attempts
+            if result.failure_reason is None and not result.negatives:
+                result.failure_reason = "no usable negative was produced"
+        return ctx.results
+
+    def synthesize(
+        self, items: Sequence[SynthesisInput | Mapping[str, Any]], *, show_progress_bar: bool = False
+    ) -> list[SynthesisResult]:
+        """One result per item, in order; a bad row gets a ``failure_reason``, never an exception."""
+        ctx = self._context(items)
+        plan = PLANS[self.strategy](ctx)
+        bar = _progress(show_progress_bar, self.strategy)
+        try:
+            requests = _start(plan)
+            while requests is not None:
+                bar.update(len(requests))
+                requests = _send(plan, _safe_generate(self.generator, requests))
+        finally:
+            bar.close()
+        return self._finish(ctx)
+
+    async def asynthesize(
+        self, items: Sequence[SynthesisInput | Mapping[str, Any]], *, show_progress_bar: bool = False
+    ) -> list[SynthesisResult]:
+        """Async twin of :meth:`synthesize`: each stage's requests for all rows go out in one ``agenerate``."""
+        ctx = self._context(items)
+        plan = PLANS[self.strategy](ctx)
+        bar = _progress(show_progress_bar, self.strategy)
+        try:
+            requests = _start(plan)
+            while requests is not None:
+                bar.update(len(requests))
+                try:
+                    responses = await self.generator.agenerate(requests)
+                except Exception as exc:
+                    responses = _errors(requests, exc)
+                requests = _send(plan, list(responses) if isinstance(responses, Sequence) else responses)
+        finally:
+            bar.close()
+        return self._finish(ctx)
+
+    def __repr__(self) -> str:
+        return (
+            f"Synthesizer(strategy={self.strategy!r}, profile={self.profile.name!r}, "
+            f"num_negatives={self.num_negatives}, model_id={self.model_id!r})"
+        )
+
+
+def _coerce(raw: SynthesisInput | Mapping[str, Any]) -> SynthesisInput:
+    if isinstance(raw, Mapping):
+        raw = SynthesisInput(
+            query=raw.get("query"),  # type: ignore[arg-type]
+            positive=raw.get("positive"),  # type: ignore[arg-type]
+            candidates=tuple(raw.get("candidates") or ()),
+            title=raw.get("title"),
+        )
+    if not isinstance(raw, SynthesisInput):
+        raise TypeError(f"expected SynthesisInput or a mapping, got {type(raw).__name__}")
+    if not isinstance(raw.query, str) or not raw.query.strip():
+        raise ValueError("empty or non-string query")
+    if not isinstance(raw.positive, str) or not raw.positive.strip():
+        raise ValueError("empty or non-string positive")
+    if raw.title is not None and not isinstance(raw.title, str):
+        raise ValueError("title must be a string or None")
+    return raw
+
+
+def _errors(requests: Sequence[ChatRequest], exc: BaseException) -> list[ChatResponse]:
+    return [ChatResponse(text=None, error=f"{type(exc).__name__}: {exc}") for _ in requests]
+
+
+def _safe_generate(generator: ChatGenerator, requests: list[ChatRequest]) -> list[ChatResponse]:
+    """The protocol says backends never raise; if one does anyway, every request in the batch fails softly."""
+    try:
+        return list(generator.generate(requests))
+    except Exception as exc:
+        return _errors(requests, exc)
+
+
+def _start(plan: Plan) -> list[ChatRequest] | None:
+    try:
+        return next(plan)
+    except StopIteration:
+        return None
+
+
+def _send(plan: Plan, responses: list[ChatResponse]) -> list[ChatRequest] | None:
+    try:
+        return plan.send(responses)
+    except StopIteration:
+        return None
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, strategy: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=f"synthesis ({strategy})", unit="call")
