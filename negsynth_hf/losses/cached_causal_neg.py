@@ -1,0 +1,174 @@
+"""CachedCausalNegLoss: CausalNegLoss with GradCache, for large batches at the memory of one mini-batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+from sentence_transformers.util import cos_sim, similarity_fct_name
+from torch import Tensor, nn
+
+from negsynth_hf.losses.causal_neg import CausalNegLoss
+
+
+class CachedCausalNegLoss(CachedLossMixin, nn.Module):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        scale: float = 20.0,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
+        gather_across_devices: bool = False,
+        *,
+        mini_batch_size: int = 32,
+        show_progress_bar: bool = False,
+        **causal_neg_kwargs: Any,
+    ) -> None:
+        """
+        :class:`CausalNegLoss` computed with GradCache (Gao et al. 2021): embeddings are computed in mini-batches
+        without a graph, the loss and its gradients w.r.t. the embeddings are computed on the whole batch, and the
+        mini-batches are re-embedded one at a time to push those cached gradients into the model. Same loss and
+        gradients as :class:`CausalNegLoss`, with activation memory bounded by ``mini_batch_size``: in-batch
+        negatives (and the entropy statistics) get the large batch they benefit from.
+
+        The math is not copied: the wrapped :class:`CausalNegLoss` (``self.loss``) computes the loss from the
+        cached embeddings. Its hyper-parameters are readable and assignable on this object.
+
+        Args:
+            model: SentenceTransformer model.
+            scale: Inverse temperature of the InfoNCE softmax, see :class:`CausalNegLoss`.
+            similarity_fct: Similarity for InfoNCE, see :class:`CausalNegLoss`.
+            gather_across_devices: Gather embeddings across devices, see :class:`CausalNegLoss`.
+            mini_batch_size: Rows embedded per forward pass; bounds the activation memory, not the loss.
+            show_progress_bar: Show a progress bar over the mini-batches.
+            **causal_neg_kwargs: Keyword-only arguments of :class:`CausalNegLoss` (``in_batch_negatives``,
+                ``num_generated``, ``use_weights``, ``entropy_weight``, ``entropy_temperature``).
+
+        References:
+            - When Hard Negatives Hurt (KDD 2026), https://arxiv.org/abs/2606.01304
+            - Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup, https://arxiv.org/abs/2101.06983
+
+        Inputs:
+            +-------------------------------------------------+----------------------------------------+
+            | Inputs                                          | Labels                                 |
+            +=================================================+========================================+
+            | (anchor, positive) pairs                        | none                                   |
+            +-------------------------------------------------+----------------------------------------+
+            | (anchor, positive, negative_1, ..., negative_n) | none, or ``[w_1..w_n, g_1..g_n]``      |
+            +-------------------------------------------------+----------------------------------------+
+
+        Logging:
+            The GradCache machinery (``CachedLossMixin.forward_cached``) hooks the backward pass onto one scalar
+            total, so this loss returns ``{"infonce": total - entropy, "entropy": entropy}`` where ``entropy`` is
+            the detached entropy component: the trainer logs the exact values of both components, their sum is
+            the hooked total, and the whole gradient (InfoNCE and entropy) flows through the ``"infonce"`` entry.
+            Call :meth:`CausalNegLoss.compute_loss_from_embeddings` for differentiable components.
+
+        Example:
+            ::
+
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+                from negsynth_hf.losses import CachedCausalNegLoss
+
+                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+                loss = CachedCausalNegLoss(model, mini_batch_size=32, in_batch_negatives=False)
+                # train_dataset: (anchor, positive, negative_1..n) + labels, as in CausalNegLoss
+                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
+                trainer.train()
+        """
+        super().__init__()
+        if has_static_embedding_input(model):
+            raise ValueError(
+                "CachedCausalNegLoss cannot split a StaticEmbedding model's inputs into mini-batches; "
+                "use CausalNegLoss instead."
+            )
+        if not (isinstance(mini_batch_size, int) and mini_batch_size > 0):
+            raise ValueError(f"mini_batch_size must be a positive int, got {mini_batch_size!r}.")
+        self.model = model
+        self.loss = CausalNegLoss(
+            model,
+            scale=scale,
+            similarity_fct=similarity_fct,
+            gather_across_devices=gather_across_devices,
+            **causal_neg_kwargs,
+        )
+        self.mini_batch_size = mini_batch_size
+        self.show_progress_bar = show_progress_bar
+        self._last_components: dict[str, Tensor] = {}
+
+    _delegated_to_wrapped_loss = (
+        "scale",
+        "similarity_fct",
+        "gather_across_devices",
+        "in_batch_negatives",
+        "num_generated",
+        "use_weights",
+        "entropy_weight",
+        "entropy_temperature",
+    )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignments of the wrapped loss's hyper-parameters go to the wrapped loss (as in CachedMNRL)."""
+        if name in self._delegated_to_wrapped_loss and isinstance(getattr(self, "loss", None), nn.Module):
+            setattr(self.loss, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self)._delegated_to_wrapped_loss:
+            return getattr(self._modules["loss"], name)
+        return super().__getattr__(name)
+
+    @property
+    def last_diagnostics(self) -> dict[str, float]:
+        """The wrapped loss's diagnostics of the last step (see :data:`negsynth_hf.losses.DIAGNOSTIC_KEYS`)."""
+        return self.loss.last_diagnostics
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
+        """The wrapped loss on the concatenated mini-batch embeddings; back-propagated to them if asked."""
+        components = self.loss.compute_loss_from_embeddings([torch.cat(column) for column in reps], labels)
+        total = components["infonce"] + components["entropy"]
+        self._last_components = {name: value.detach() for name, value in components.items()}
+        if with_backward:
+            total.backward()
+            total = total.detach()
+        return total
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
+        sentence_features = list(sentence_features)
+        if len(sentence_features) < 2:
+            raise ValueError(f"Expected at least 2 inputs (anchor, positive), got {len(sentence_features)}.")
+        total = self.forward_cached(sentence_features, labels)
+        entropy = self._last_components["entropy"]
+        return {"infonce": total - entropy, "entropy": entropy}
+
+    def get_config_dict(self) -> dict[str, Any]:
+        config = self.loss.get_config_dict()
+        config["similarity_fct"] = similarity_fct_name(self.loss.similarity_fct)
+        config["mini_batch_size"] = self.mini_batch_size
+        return config
+
+    @property
+    def temperature(self) -> float:
+        return self.loss.temperature
+
+    @property
+    def citation(self) -> str:
+        return (
+            self.loss.citation
+            + """
+@misc{gao2021scaling,
+    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
+    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
+    year={2021},
+    eprint={2101.06983},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
+}
+"""
+        )

@@ -1,0 +1,158 @@
+"""Query-view entropy: the group-level regulariser of Module 2 (see docs/method.md).
+
+From a query's point of view, similarity should reveal nothing about whether a negative was generated or
+mined: the generated group should hold the softmax mass matching its share of the negatives, and spread that
+mass over its members instead of collapsing onto one. The reference implementation loops over samples in
+Python; this one is vectorised over a padded ``(batch, negatives)`` layout with validity masks, so ragged
+groups (masked negatives, rows without generated negatives) cost nothing extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EntropyTerms:
+    """Per-row pieces of the entropy term, kept so the loss can log diagnostics without recomputing them.
+
+    All tensors are ``(batch,)``. ``loss`` is the scalar ``L_ent`` (mean over ``included`` rows).
+    """
+
+    loss: Tensor
+    h_gen: Tensor
+    gen_mass: Tensor
+    gen_mass_expected: Tensor
+    num_generated: Tensor
+    included: Tensor
+
+
+def entropy_terms(
+    query: Tensor,
+    negatives: Tensor,
+    is_generated: Tensor,
+    valid: Tensor,
+    temperature: float = 0.1,
+) -> EntropyTerms:
+    """Vectorised ``L_ent`` on a unified layout: all of a row's negatives in one ``(B, K, D)`` tensor.
+
+    Args:
+        query: ``(B, D)`` L2-normalised query embeddings.
+        negatives: ``(B, K, D)`` L2-normalised negatives of each query (mined and generated, any order).
+        is_generated: ``(B, K)`` bool, True for generated negatives.
+        valid: ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left out of
+            the softmax and of both counts ``M`` and ``G``.
+        temperature: ``tau_ent`` of the entropy softmax.
+
+    The query and the mined negatives are detached, so only generated negatives receive gradient.
+    """
+    if not temperature > 0:
+        raise ValueError(f"entropy temperature must be positive, got {temperature}.")
+    is_generated = is_generated.bool()
+    valid = valid.bool()
+    gen_valid = is_generated & valid
+    num_gen = gen_valid.sum(dim=1)
+    num_valid = valid.sum(dim=1)
+    included = num_gen > 0
+
+    # Stop-gradient on the query and on mined negatives: the entropy term only moves generated negatives.
+    negatives = torch.where(is_generated.unsqueeze(-1), negatives, negatives.detach())
+    scores = torch.einsum("bd,bkd->bk", query.detach(), negatives) / temperature
+
+    # Rows left out (no valid generated negative) get a dummy all-valid softmax, so every intermediate stays
+    # finite and multiplying by `included` yields exact zeros (and zero gradients) for them.
+    softmax_valid = valid | ~included.unsqueeze(1)
+    log_p = torch.log_softmax(scores.masked_fill(~softmax_valid, float("-inf")), dim=1)
+    log_p = log_p.masked_fill(~gen_valid, 0.0)  # only generated entries are used below
+    p_gen = log_p.exp() * gen_valid
+    gen_mass = p_gen.sum(dim=1)
+    safe_mass = torch.where(included, gen_mass, torch.ones_like(gen_mass))
+
+    # p~_j = p_j / sum_G p;  H_gen = -sum_j p~_j log p~_j
+    log_p_tilde = log_p - safe_mass.log().unsqueeze(1)
+    h_gen = -((p_gen / safe_mass.unsqueeze(1)) * log_p_tilde * gen_valid).sum(dim=1)
+
+    expected = num_gen.to(gen_mass.dtype) / num_valid.clamp(min=1).to(gen_mass.dtype)
+    per_row = -h_gen + (gen_mass - expected) ** 2
+
+    num_included = int(included.sum())
+    if num_included == 0:
+        loss = query.new_zeros(())  # nothing to regularise: exact zero, no graph
+    else:
+        loss = (per_row * included).sum() / num_included
+    return EntropyTerms(
+        loss=loss,
+        h_gen=h_gen,
+        gen_mass=gen_mass,
+        gen_mass_expected=expected,
+        num_generated=num_gen,
+        included=included,
+    )
+
+
+def query_view_entropy(
+    query: Tensor,
+    mined: Tensor,
+    generated: Tensor,
+    temperature: float = 0.1,
+    *,
+    mined_mask: Tensor | None = None,
+    generated_mask: Tensor | None = None,
+) -> Tensor:
+    """The query-view entropy loss ``L_ent = -H_gen + L_bal`` of Module 2 (docs/method.md).
+
+    Per query: ``p = softmax(s(q, n) / tau)`` over its ``M + G`` unmasked negatives (query and mined negatives
+    detached), ``p~_j = p_j / sum_G p``, ``H_gen = -sum_G p~ log p~``, ``L_bal = (sum_G p - G / (M + G))^2``.
+
+    Args:
+        query: ``(B, D)`` L2-normalised query embeddings.
+        mined: ``(B, M, D)`` L2-normalised mined negatives; ``M`` may be 0.
+        generated: ``(B, G, D)`` L2-normalised generated negatives.
+        temperature: ``tau_ent``; 0.1 in the reference setup.
+        mined_mask: optional ``(B, M)`` bool, False marks a masked (excluded) mined negative.
+        generated_mask: optional ``(B, G)`` bool, False marks a masked (excluded) generated negative.
+
+    Returns:
+        Scalar ``L_ent``, the mean over rows with at least one unmasked generated negative; an exact 0 without
+        gradient if there is none.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> q = F.normalize(torch.randn(4, 8), dim=-1)
+        >>> mined = F.normalize(torch.randn(4, 5, 8), dim=-1)
+        >>> gen = F.normalize(torch.randn(4, 3, 8), dim=-1)
+        >>> query_view_entropy(q, mined, gen).shape
+        torch.Size([])
+    """
+    if query.dim() != 2 or mined.dim() != 3 or generated.dim() != 3:
+        raise ValueError(
+            "query_view_entropy expects query (B, D), mined (B, M, D) and generated (B, G, D); got shapes "
+            f"{tuple(query.shape)}, {tuple(mined.shape)}, {tuple(generated.shape)}."
+        )
+    batch = query.size(0)
+    if mined.size(0) != batch or generated.size(0) != batch:
+        raise ValueError(
+            f"query, mined and generated must share the batch dimension; got {batch}, {mined.size(0)}, "
+            f"{generated.size(0)}."
+        )
+    num_mined, num_gen = mined.size(1), generated.size(1)
+    mined = mined.reshape(batch, num_mined, query.size(1))
+    device = query.device
+    if mined_mask is None:
+        mined_mask = torch.ones(batch, num_mined, dtype=torch.bool, device=device)
+    if generated_mask is None:
+        generated_mask = torch.ones(batch, num_gen, dtype=torch.bool, device=device)
+    if tuple(mined_mask.shape) != (batch, num_mined) or tuple(generated_mask.shape) != (batch, num_gen):
+        raise ValueError(
+            f"mined_mask must be ({batch}, {num_mined}) and generated_mask ({batch}, {num_gen}); got "
+            f"{tuple(mined_mask.shape)} and {tuple(generated_mask.shape)}."
+        )
+    negatives = torch.cat([mined, generated], dim=1)
+    is_generated = torch.zeros(batch, num_mined + num_gen, dtype=torch.bool, device=device)
+    is_generated[:, num_mined:] = True
+    valid = torch.cat([mined_mask.bool(), generated_mask.bool()], dim=1)
+    return entropy_terms(query, negatives, is_generated, valid, temperature).loss
