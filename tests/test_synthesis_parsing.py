@@ -1,0 +1,150 @@
+"""Reply parsing and repair, the query-edit one-place check, and the plain-text fallbacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from negsynth_hf.synthesis import diff_one_place, extract_json, parse_reply
+from negsynth_hf.synthesis.edits import plain_query, plain_text, split_passages
+from negsynth_hf.synthesis.schemas import Analysis, Generation, NaivePassages, QueryEdit
+
+OBJ = {"edited_query": "Aspirin lowers stroke risk in children.", "edit_type": "population"}
+
+
+@pytest.mark.parametrize(
+    ("text", "repair"),
+    [
+        (json.dumps(OBJ), None),
+        ("```json\n" + json.dumps(OBJ) + "\n```", "code_fence"),
+        ("```\n" + json.dumps(OBJ) + "\n```\nHope this helps!", "code_fence"),
+        ("<think>The user wants {an edit}.</think>\n" + json.dumps(OBJ), "think_block"),
+        (
+            "Sure! Here is the JSON you asked for: " + json.dumps(OBJ) + " Let me know if you need more.",
+            "surrounding_text",
+        ),
+        ("{'edited_query': 'Aspirin lowers stroke risk in children.', 'edit_type': 'population',}", "syntax"),
+        ('{"edited_query": "Aspirin lowers stroke risk in children.", "edit_type": "population",}', "syntax"),
+    ],
+)
+def test_repairs(text, repair):
+    outcome = parse_reply(text, QueryEdit)
+    assert outcome.ok, outcome.error
+    assert outcome.value.edited_query == OBJ["edited_query"] and outcome.value.edit_type == "population"
+    assert (repair in outcome.repairs) if repair else outcome.repairs == []
+
+
+def test_braces_and_quotes_inside_strings_survive():
+    text = 'Result: {"passages": ["a {curly} [bracket] \\"quoted\\" passage", "it\'s fine"]} trailing'
+    outcome = parse_reply(text, NaivePassages)
+    assert outcome.value.passages == ['a {curly} [bracket] "quoted" passage', "it's fine"]
+
+
+def test_python_literals_only_in_value_position():
+    value, repairs = extract_json('{"a": True, "b": None, "c": "None of True",}')
+    assert value == {"a": True, "b": None, "c": "None of True"} and "syntax" in repairs
+
+
+def test_bare_list_is_wrapped_under_the_only_list_field():
+    outcome = parse_reply('["first passage", "second passage"]', NaivePassages)
+    assert outcome.value.passages == ["first passage", "second passage"] and "bare_list" in outcome.repairs
+    assert "expected a JSON object" in parse_reply("[1, 2]", QueryEdit).error
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "empty response"),
+        (None, "empty response"),
+        ("I'm sorry, but I cannot comply with that request.", "refusal instead of JSON"),
+        ("The edited claim is about children.", "no JSON object found"),
+        ('{"edited_query": "abc"', "truncated or unbalanced JSON"),
+        ('{"edited_query": abc}', "invalid JSON"),
+        ('"just a string"', "expected a JSON object, got str"),
+        ('{"edit_type": "number"}', "schema violation: edited_query: Field required"),
+        ('{"edited_query": "x", "edit_type": "colour"}', "edit_type: Input should be"),
+    ],
+)
+def test_errors_are_precise(text, error):
+    outcome = parse_reply(text, QueryEdit)
+    assert not outcome.ok and error in outcome.error
+
+
+def test_lenient_spelling_strict_content():
+    analysis = {
+        "core_need": "need",
+        "how_positive_answers": "how",
+        "answer_boundary": "boundary",
+        "requirements": [
+            {
+                "id": f"R{i}",
+                "facet": "Information Need",
+                "description": "a requirement",
+                "critical": "true",
+                "break_strategies": [
+                    {"type": "Entity-Shift", "idea": "swap it"},
+                    {"type": "intent drift", "idea": "drift"},
+                ],
+            }
+            for i in range(4)
+        ],
+    }
+    outcome = parse_reply(json.dumps(analysis), Analysis)
+    assert outcome.ok, outcome.error
+    node = outcome.value.requirements[0]
+    assert node.facet == "information_need" and node.critical is True
+    assert [b.type for b in node.break_strategies] == ["entity_shift", "intent_drift"]
+    analysis["requirements"] = analysis["requirements"][:3]
+    assert "requirements: List should have at least 4 items" in parse_reply(json.dumps(analysis), Analysis).error
+    analysis["requirements"] = [dict(analysis["requirements"][0], id="R1")] * 4
+    assert "requirement ids must be unique" in parse_reply(json.dumps(analysis), Analysis).error
+
+
+def test_generation_schema_violation_names_the_field():
+    bad = {"negatives": [{"node_id": "R1", "strategy_type": "paraphrase", "rewrote_candidate": False, "text": "t"}]}
+    error = parse_reply(json.dumps(bad), Generation).error
+    assert "negatives.0.strategy_type" in error and "negatives.0.explanation: Field required" in error
+
+
+@pytest.mark.parametrize(
+    ("edited", "span"),
+    [
+        ("10% of SIDS deaths happen in newborns aged less than 3 months.", ("6", "3")),
+        ("25% of SIDS deaths happen in newborns aged less than 6 months.", ("10%", "25%")),
+        ("10% of SIDS deaths happen in toddlers aged less than 6 months.", ("newborns", "toddlers")),
+        ("10% of SIDS deaths happen in newborns aged more than 6 months", ("less", "more")),  # punctuation ignored
+    ],
+)
+def test_one_place_edits_accepted(edited, span):
+    diff = diff_one_place("10% of SIDS deaths happen in newborns aged less than 6 months.", edited)
+    assert (diff.old, diff.new) == span
+
+
+@pytest.mark.parametrize(
+    ("edited", "reason"),
+    [
+        ("10% of SIDS deaths happen in newborns aged less than 6 months.", "identical"),
+        ("10% OF sids deaths happen in newborns aged less than 6 months", "identical"),
+        ("25% of SIDS deaths happen in toddlers aged less than 6 months.", "2 separate places"),
+        ("Smoking during pregnancy is the leading cause of SIDS in most countries.", "separate places"),
+        ("10% of SIDS deaths happen among infants whose parents smoke heavily at home daily.", "consecutive words"),
+        ("", "empty"),
+    ],
+)
+def test_one_place_edits_rejected(edited, reason):
+    with pytest.raises(ValueError, match=reason):
+        diff_one_place("10% of SIDS deaths happen in newborns aged less than 6 months.", edited)
+
+
+def test_plain_text_fallbacks():
+    assert (
+        plain_query('Edited claim: "Aspirin lowers stroke risk in children."')
+        == "Aspirin lowers stroke risk in children."
+    )
+    assert plain_query('"A in adults." -> "A in children."\nMore text') == "A in children."
+    assert plain_text("<think>hmm</think>Passage: The trial enrolled 40 mice.") == "The trial enrolled 40 mice."
+    assert plain_text("I'm sorry, I can't do that.") is None
+    assert plain_text("   ") is None
+    assert split_passages("1. First passage.\n2. Second passage.") == ["First passage.", "Second passage."]
+    assert split_passages("One passage only.") == ["One passage only."]
