@@ -153,7 +153,7 @@ class TransformersGenerator:
                 )
                 self._warned_outlines = True
             return None
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # property order matters: outlines generates fields in schema order
         processor = self._processors.get(key)
         if processor is None:
             if self._outlines_model is None:
@@ -221,7 +221,7 @@ class TransformersGenerator:
         results: list[ChatResponse | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            schema = json.dumps(r.json_schema, sort_keys=True) if (self.constrained and r.json_schema) else None
+            schema = json.dumps(r.json_schema) if (self.constrained and r.json_schema) else None
             groups.setdefault((float(r.temperature), int(r.max_new_tokens), r.seed, schema), []).append(i)
         with self._lock:
             previous_threads = torch.get_num_threads()
