@@ -1,0 +1,379 @@
+"""``CounterfactualNegatives``: the ``Dataset.map`` transform that adds LLM-synthesized negatives to each row.
+
+It is a plain top-level class whose pickled (and therefore hashed) state is configuration only: the
+generator config, strategy, profile, counts, prompt version, package version, seed and column names. The
+live generator and synthesizer are created lazily in each process and never pickled, so
+
+- two processes that build an equal transform get the same ``datasets`` fingerprint (the second ``map`` is
+  a cache hit, datasets issue 5109);
+- ``num_proc=N`` works (each worker builds its own generator);
+- a crash mid-``map`` resumes without repeated LLM calls through the generator's on-disk response cache.
+
+Output per row: ``generated_1..generated_G`` text columns (``""`` where the generator gave fewer, or failed)
+and one JSON provenance column (see :data:`PROVENANCE_COLUMN`). No row is ever dropped: a failed row keeps
+its input columns, has empty generated columns, and says why in its provenance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["counterfactual", "naive", "query_edit"]
+STRATEGIES: tuple[str, ...] = ("counterfactual", "naive", "query_edit")
+PROVENANCE_COLUMN = "generation_provenance"
+_NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
+
+
+def _package_version() -> str:
+    from negsynth_hf import __version__
+
+    return __version__
+
+
+def _prompt_version() -> str:
+    try:
+        from negsynth_hf.synthesis import PROMPT_VERSION
+    except ImportError:  # synthesis not importable: keep the transform hashable and say so at call time
+        return "unavailable"
+    return str(PROMPT_VERSION)
+
+
+def generator_description(generator: Any) -> dict[str, Any]:
+    """JSON-safe description of a generator spec for provenance (``to_dict()`` when it has one; never keys)."""
+    if generator is None:
+        return {}
+    to_dict = getattr(generator, "to_dict", None)
+    data = to_dict() if callable(to_dict) else {"type": type(generator).__name__}
+    return {k: v for k, v in data.items() if "key" not in k.lower() or k == "api_key_env"}
+
+
+class CounterfactualNegatives:
+    """Add ``num_generated`` synthesized hard negatives to every row of a batched ``Dataset.map``.
+
+    Args:
+        generator: how to build the LLM: a :class:`~negsynth_hf.generators.GeneratorConfig` (default: the
+            embedded SmolLM2), or any picklable object with ``build() -> ChatGenerator`` whose pickled state
+            is configuration only (it is hashed into the fingerprint).
+        strategy: ``"counterfactual"`` (analysis + generation), ``"query_edit"`` (edit one detail of the
+            query, write a passage answering the edit; what small models manage) or ``"naive"`` (baseline).
+        profile: dataset profile name or :class:`~negsynth_hf.synthesis.DatasetProfile`.
+        num_generated: ``G``, the number of ``generated_*`` columns (extra negatives are dropped and counted).
+        max_candidates / temperature / max_new_tokens / max_attempts / seed: passed to the Synthesizer.
+        query_column / positive_column: input text columns.
+        candidate_columns: mined-negative columns offered as rewrite candidates. ``None``: every
+            ``negative_<i>`` column present, in numeric order. Empty strings are skipped.
+        title_column: optional column with the positive's title (the query-edit writer's only context).
+        output_prefix: generated columns are ``f"{output_prefix}{i}"`` for ``i = 1..G``.
+        provenance_column: name of the JSON provenance column.
+        concurrency: ``"async"`` drives ``Synthesizer.asynthesize`` (requests of a batch in flight together:
+            remote servers), ``"sync"`` calls ``synthesize`` (local backends batch internally), ``"auto"``
+            picks async for the ``openai`` backend.
+
+    Example:
+        >>> transform = CounterfactualNegatives(GeneratorConfig(backend="embedded"), strategy="query_edit")
+        >>> dataset = dataset.map(transform, batched=True, batch_size=16)
+    """
+
+    def __init__(
+        self,
+        generator: Any = None,
+        *,
+        strategy: Strategy = "counterfactual",
+        profile: Any = "generic",
+        num_generated: int = 3,
+        max_candidates: int = 5,
+        temperature: float = 0.2,
+        max_new_tokens: int = 512,
+        max_attempts: int = 3,
+        seed: int = 0,
+        query_column: str = "anchor",
+        positive_column: str = "positive",
+        candidate_columns: Sequence[str] | None = None,
+        title_column: str | None = None,
+        output_prefix: str = "generated_",
+        provenance_column: str = PROVENANCE_COLUMN,
+        concurrency: Literal["auto", "async", "sync"] = "auto",
+    ) -> None:
+        if generator is None:
+            from negsynth_hf.generators import GeneratorConfig
+
+            generator = GeneratorConfig()
+        if not callable(getattr(generator, "build", None)):
+            raise ValueError(
+                f"generator must be a GeneratorConfig or an object with build() -> ChatGenerator, "
+                f"got {type(generator).__name__}; pass the config, not a live generator, so the transform "
+                "stays picklable and its fingerprint stable."
+            )
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+        if num_generated < 1:
+            raise ValueError(f"num_generated must be >= 1, got {num_generated} (use build_dataset(num_generated=0)).")
+        if concurrency not in ("auto", "async", "sync"):
+            raise ValueError(f"concurrency must be 'auto', 'async' or 'sync', got {concurrency!r}.")
+        self.generator = generator
+        self.strategy = strategy
+        self.profile = profile
+        self.num_generated = int(num_generated)
+        self.max_candidates = int(max_candidates)
+        self.temperature = float(temperature)
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_attempts = int(max_attempts)
+        self.seed = int(seed)
+        self.query_column = query_column
+        self.positive_column = positive_column
+        self.candidate_columns = None if candidate_columns is None else tuple(candidate_columns)
+        self.title_column = title_column
+        self.output_prefix = output_prefix
+        self.provenance_column = provenance_column
+        self.concurrency = concurrency
+        self.prompt_version = _prompt_version()
+        self.package_version = _package_version()
+        self._live: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- pickling / hashing: configuration only -------------------------------------------------------
+    _CONFIG_FIELDS = (
+        "generator",
+        "strategy",
+        "profile",
+        "num_generated",
+        "max_candidates",
+        "temperature",
+        "max_new_tokens",
+        "max_attempts",
+        "seed",
+        "query_column",
+        "positive_column",
+        "candidate_columns",
+        "title_column",
+        "output_prefix",
+        "provenance_column",
+        "concurrency",
+        "prompt_version",
+        "package_version",
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._CONFIG_FIELDS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._live = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"CounterfactualNegatives(strategy={self.strategy!r}, num_generated={self.num_generated}, "
+            f"generator={self.generator!r})"
+        )
+
+    @property
+    def output_columns(self) -> list[str]:
+        """``generated_1..generated_G`` followed by the provenance column."""
+        return [f"{self.output_prefix}{i}" for i in range(1, self.num_generated + 1)] + [self.provenance_column]
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-safe configuration (goes into the build's provenance; never contains secrets)."""
+        profile = self.profile
+        if not isinstance(profile, str):
+            profile = profile.to_dict() if hasattr(profile, "to_dict") else repr(profile)
+        return {
+            "generator": generator_description(self.generator),
+            "strategy": self.strategy,
+            "profile": profile,
+            "num_generated": self.num_generated,
+            "max_candidates": self.max_candidates,
+            "temperature": self.temperature,
+            "max_new_tokens": self.max_new_tokens,
+            "max_attempts": self.max_attempts,
+            "seed": self.seed,
+            "prompt_version": self.prompt_version,
+            "package_version": self.package_version,
+            "columns": {
+                "query": self.query_column,
+                "positive": self.positive_column,
+                "candidates": list(self.candidate_columns) if self.candidate_columns is not None else "negative_*",
+                "title": self.title_column,
+            },
+        }
+
+    # -- live objects, created lazily per process ----------------------------------------------------
+    @property
+    def live_generator(self) -> Any:
+        """This process' generator (built on first use; a forked worker builds its own)."""
+        self._ensure_live()
+        return self._live["generator"]
+
+    @property
+    def synthesizer(self) -> Any:
+        self._ensure_live()
+        return self._live["synthesizer"]
+
+    def _ensure_live(self) -> None:
+        with self._lock:
+            if self._live.get("pid") == os.getpid():
+                return
+            generator = self.generator.build()
+            self._live = {"pid": os.getpid(), "generator": generator, "synthesizer": self._make_synthesizer(generator)}
+
+    def _make_synthesizer(self, generator: Any) -> Any:
+        """The Synthesizer for ``generator`` (a seam for tests that script the synthesizer itself)."""
+        from negsynth_hf.synthesis import Synthesizer
+
+        return Synthesizer(
+            generator,
+            strategy=self.strategy,
+            profile=self.profile,
+            num_negatives=self.num_generated,
+            max_candidates=self.max_candidates,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            max_attempts=self.max_attempts,
+            seed=self.seed,
+        )
+
+    def _use_async(self) -> bool:
+        if self.concurrency != "auto":
+            return self.concurrency == "async"
+        return getattr(self.generator, "backend", None) == "openai"
+
+    # -- the transform ----------------------------------------------------------------------------------
+    def _candidate_columns(self, batch: dict[str, list]) -> list[str]:
+        if self.candidate_columns is not None:
+            missing = [c for c in self.candidate_columns if c not in batch]
+            if missing:
+                raise ValueError(f"candidate column(s) {missing} not in the dataset; columns: {sorted(batch)}.")
+            return list(self.candidate_columns)
+        found = [(int(m.group(1)), c) for c in batch if (m := _NEGATIVE_COLUMN.match(c))]
+        return [c for _, c in sorted(found)]
+
+    def inputs(self, batch: dict[str, list]) -> list[Any]:
+        """The batch as ``SynthesisInput`` records (validates columns and types, naming the offending row)."""
+        from negsynth_hf.synthesis import SynthesisInput
+
+        for column in (self.query_column, self.positive_column, self.title_column):
+            if column is not None and column not in batch:
+                raise ValueError(
+                    f"CounterfactualNegatives needs column {column!r}; the dataset has {sorted(batch)}. "
+                    "Set query_column/positive_column/title_column."
+                )
+        candidate_columns = self._candidate_columns(batch)
+        items = []
+        for i, (query, positive) in enumerate(zip(batch[self.query_column], batch[self.positive_column], strict=True)):
+            for column, value in ((self.query_column, query), (self.positive_column, positive)):
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(
+                        f"row {i} of the batch: column {column!r} must be a non-empty string, got {value!r}."
+                    )
+            candidates = tuple(
+                c for c in (batch[col][i] for col in candidate_columns) if isinstance(c, str) and c.strip()
+            )[: self.max_candidates]
+            title = batch[self.title_column][i] if self.title_column else None
+            items.append(SynthesisInput(query=query, positive=positive, candidates=candidates, title=title or None))
+        return items
+
+    def _run(self, items: list[Any]) -> list[Any]:
+        synthesizer = self.synthesizer
+        if not self._use_async():
+            return synthesizer.synthesize(items)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(synthesizer.asynthesize(items))
+        # already inside an event loop (a notebook): run ours in a helper thread
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["out"] = asyncio.run(synthesizer.asynthesize(items))
+            except BaseException as err:  # re-raised below in the caller's thread
+                box["err"] = err
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        items = self.inputs(batch)
+        try:
+            results = self._run(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"synthesizer returned {len(results)} results for {len(items)} rows")
+        except Exception as err:  # noqa: BLE001 - recorded per row, never drops the batch
+            logger.warning("Synthesis failed for a batch of %d rows: %s", len(items), err)
+            results = [None] * len(items)
+            batch_error = f"synthesizer error: {type(err).__name__}: {err}"
+        else:
+            batch_error = None
+        out: dict[str, list] = {c: [] for c in self.output_columns}
+        for result in results:
+            texts, record = self._row_output(result, batch_error)
+            for i, text in enumerate(texts, start=1):
+                out[f"{self.output_prefix}{i}"].append(text)
+            out[self.provenance_column].append(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        return out
+
+    def _row_output(self, result: Any, batch_error: str | None) -> tuple[list[str], dict[str, Any]]:
+        g = self.num_generated
+        if result is None:
+            record = {
+                "failure_reason": batch_error,
+                "strategy": self.strategy,
+                "prompt_version": self.prompt_version,
+                "model_id": None,
+                "negatives": [],
+                "dropped_extra": 0,
+            }
+            return [""] * g, record
+        negatives = [n for n in result.negatives if isinstance(n.text, str) and n.text.strip()]
+        empty = len(result.negatives) - len(negatives)
+        kept, extra = negatives[:g], negatives[g:]
+        texts = [n.text for n in kept] + [""] * (g - len(kept))
+        record = {
+            "failure_reason": result.failure_reason,
+            "strategy": result.strategy or self.strategy,
+            "prompt_version": result.prompt_version or self.prompt_version,
+            "model_id": result.model_id,
+            "attempts": result.attempts,
+            "llm_calls": result.llm_calls,
+            "cached_calls": result.cached_calls,
+            "completion_tokens": result.completion_tokens,
+            "duplicates_removed": getattr(result, "duplicates_removed", 0),
+            "notes": list(getattr(result, "notes", []) or []),
+            "dropped_extra": len(extra),
+            "dropped_empty": empty,
+            "negatives": [
+                {
+                    "column": f"{self.output_prefix}{i}",
+                    "model_id": result.model_id,
+                    "prompt_version": result.prompt_version or self.prompt_version,
+                    "strategy": result.strategy or self.strategy,
+                    "violated_requirement": n.violated_requirement,
+                    "strategy_type": n.strategy_type,
+                    "explanation": n.explanation,
+                    "flags": list(n.flags),
+                    "rewrote_candidate": bool(n.rewrote_candidate),
+                    "candidate_index": n.candidate_index,
+                    "edited_query": n.edited_query,
+                }
+                for i, n in enumerate(kept, start=1)
+            ],
+        }
+        return texts, record
+
+
+def parse_provenance(value: str) -> dict[str, Any]:
+    """Decode one row's provenance column (JSON) back into a dict."""
+    return json.loads(value)
