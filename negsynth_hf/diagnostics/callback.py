@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,11 @@ EVAL_PREFIX = "eval_gap/"
 
 
 class _Mean:
-    """Running means per key; NaN values (e.g. ``sim_q_gen`` in a batch without generated negatives) skipped."""
+    """Running means per key; NaN values (e.g. ``sim_q_gen`` in a batch without generated negatives) skipped.
+
+    A key whose values were all NaN in the window is reported as NaN (undefined, e.g. ``sim_mined_mined``
+    with one mined negative per row), so the set of logged keys stays stable.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
@@ -45,12 +50,14 @@ class _Mean:
                 x = float(value)
             except (TypeError, ValueError):
                 continue
-            if math.isfinite(x):
-                self.sums[key] += x
-                self.counts[key] += 1
+            self.sums[key] += x if math.isfinite(x) else 0.0
+            self.counts[key] += int(math.isfinite(x))
 
-    def pop(self) -> dict[str, float]:
-        out = {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
+    def pop(self, expected: tuple[str, ...] = ()) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        out = {k: math.nan for k in expected}
+        out.update({k: self.sums[k] / self.counts[k] if self.counts[k] else math.nan for k in self.sums})
         self.sums.clear()
         self.counts.clear()
         return out
@@ -68,6 +75,8 @@ class GapDiagnosticsCallback(TrainerCallback):
             ``<args.output_dir>/gap_diagnostics``.
         eval_dataset: an n-tuple dataset for the spectrum (see :func:`negsynth_hf.diagnose`).
         max_rows: rows of ``eval_dataset`` used per spectrum.
+        keys: diagnostics always logged (NaN when undefined in a window, e.g. ``sim_mined_mined`` with one
+            mined negative per row; the loss omits such keys); default ``negsynth_hf.losses.DIAGNOSTIC_KEYS``.
 
     Example::
 
@@ -87,6 +96,7 @@ class GapDiagnosticsCallback(TrainerCallback):
         max_rows: int = 256,
         prefix: str = TRAIN_PREFIX,
         eval_prefix: str = EVAL_PREFIX,
+        keys: Sequence[str] | None = None,
     ) -> None:
         if not hasattr(loss, "last_diagnostics"):
             raise TypeError(
@@ -100,6 +110,11 @@ class GapDiagnosticsCallback(TrainerCallback):
         self.max_rows = max_rows
         self.prefix = prefix
         self.eval_prefix = eval_prefix
+        if keys is None:
+            from negsynth_hf.losses import DIAGNOSTIC_KEYS
+
+            keys = DIAGNOSTIC_KEYS
+        self.keys = tuple(keys)
         self._train = _Mean()
         self._eval = _Mean()
         self.reports: list[Path] = []
@@ -136,9 +151,9 @@ class GapDiagnosticsCallback(TrainerCallback):
         if logs is None:
             return
         if "loss" in logs:
-            extra = {self.prefix + k: v for k, v in self._train.pop().items()}
+            extra = {self.prefix + k: v for k, v in self._train.pop(self.keys).items()}
         elif "eval_loss" in logs:
-            extra = {self.eval_prefix + k: v for k, v in self._eval.pop().items()}
+            extra = {self.eval_prefix + k: v for k, v in self._eval.pop(self.keys).items()}
         else:
             return
         if not extra:
