@@ -91,6 +91,8 @@ def source_weights(
         raise ValueError(f"texts ({len(texts)}), is_generated ({y.shape[0]}) and groups ({len(groups)}) must align.")
     if y.shape[0] == 0:
         return SourceWeights(np.ones(0), np.full(0, 0.5), float("nan"), float("nan"), float("nan"), 0, 0, 0, enabled)
+    # StratifiedGroupKFold needs at least n_splits groups: cap it (fewer than 2 groups -> probe not fitted)
+    n_splits = max(1, min(n_splits, len(set(np.asarray(groups).tolist()))))
     probe = cross_fitted_probe(probe_features(texts, embeddings), y, n_splits=n_splits, seed=seed, groups=groups)
     weights = importance_weights(probe, y) if enabled else np.ones(y.shape[0])
     n_gen = int(y.sum())

@@ -32,9 +32,19 @@ def scripted_passage(query: str, k: int, *, marker: str = "") -> str:
 class ScriptedNaiveGenerator:
     """Answers the naive strategy's prompt with scripted passages; fails rows whose query contains ``fail_token``."""
 
-    def __init__(self, *, num: int = 3, fail_token: str = "", model_id: str = "scripted-naive") -> None:
+    def __init__(
+        self,
+        *,
+        num: int = 3,
+        fail_token: str = "",
+        marker: str = "",
+        copies: dict[str, str] | None = None,
+        model_id: str = "scripted-naive",
+    ) -> None:
         self.num = num
         self.fail_token = fail_token
+        self.marker = marker
+        self.copies = copies or {}
         self._model_id = model_id
         self.calls = 0
         self.requests = 0
@@ -52,7 +62,9 @@ class ScriptedNaiveGenerator:
             if self.fail_token and self.fail_token in query:
                 out.append(ChatResponse(text=None, error="scripted failure"))
                 continue
-            passages = [scripted_passage(query, k) for k in range(self.num)]
+            passages = [scripted_passage(query, k, marker=self.marker) for k in range(self.num)]
+            if query in self.copies:  # a planted false negative: the positive, copied
+                passages[0] = self.copies[query]
             out.append(ChatResponse(text=json.dumps({"passages": passages}), completion_tokens=50))
         return out
 
@@ -66,10 +78,14 @@ class ScriptedSpec:
 
     num: int = 3
     fail_token: str = ""
+    marker: str = ""
+    copies: tuple[tuple[str, str], ...] = ()  # (query, text) pairs: answer that query's first passage with text
     cache_dir: str = ""
 
     def build(self):
-        inner = ScriptedNaiveGenerator(num=self.num, fail_token=self.fail_token)
+        inner = ScriptedNaiveGenerator(
+            num=self.num, fail_token=self.fail_token, marker=self.marker, copies=dict(self.copies)
+        )
         if not self.cache_dir:
             return inner
         from negsynth_hf.generators import CachingGenerator

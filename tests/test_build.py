@@ -1,0 +1,143 @@
+"""build_dataset: fixed schema without losing rows, fillers, counts, configs, caching, baselines."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset
+from test_transform_helpers import ScriptedSpec, corpus, pairs
+
+from negsynth_hf.build import BuildResult, build_dataset
+from negsynth_hf.labels import LABEL_COLUMN
+
+
+def _build(tiny_model, tmp_path, *, n=8, fail_rows=(), spec=None, **kwargs) -> BuildResult:
+    kwargs.setdefault("num_mined", 3)
+    kwargs.setdefault("num_generated", 2)
+    kwargs.setdefault("cache_dir", str(tmp_path / "cache"))
+    return build_dataset(
+        Dataset.from_dict(pairs(n, fail_rows=fail_rows)),
+        corpus=corpus(),
+        retriever=tiny_model,
+        generator=spec or ScriptedSpec(fail_token="FAIL"),
+        strategy="naive",
+        show_progress_bar=False,
+        **kwargs,
+    )
+
+
+def test_fixed_schema_no_row_lost_when_generation_fails(tiny_model, tmp_path):
+    n, m, g = 8, 3, 2
+    result = _build(tiny_model, tmp_path, n=n, fail_rows=(1, 4), num_mined=m, num_generated=g)
+    train, prov, counts = result.train, result.provenance, result.summary.counts
+    assert train.column_names == ["anchor", "positive"] + [f"negative_{j}" for j in range(1, m + g + 1)] + [
+        LABEL_COLUMN
+    ]
+    assert len(train) == n and counts["rows_in"] == counts["rows_out"] == n
+    assert len(prov) == n * (m + g)
+    assert counts["rows_generation_failed"] == 2
+    assert counts["mined"] + counts["mined_filled"] == n * m
+    assert counts["generated_valid"] + counts["generated_masked"] + counts["generated_filled"] == n * g
+    assert counts["generated_filled"] >= 2 * g
+    for i, row in enumerate(train):
+        negs = [row[f"negative_{j}"] for j in range(1, m + g + 1)]
+        assert all(isinstance(t, str) and t.strip() for t in negs)  # no "" fillers
+        assert row["positive"] not in negs  # fillers are genuine negatives, never the positive
+        labels = row[LABEL_COLUMN]
+        assert labels[m + g :] == [0.0] * m + [1.0] * g
+        rows = prov.filter(lambda r, i=i: r["row"] == i)
+        assert rows["column"] == [f"negative_{j}" for j in range(1, m + g + 1)]
+        assert rows["weight"] == pytest.approx(labels[: m + g])
+        assert rows["text"] == negs
+        if i in (1, 4):
+            gen = rows.select(range(m, m + g))
+            assert set(gen["status"]) == {"filled"} and gen["weight"] == [0.0] * g
+            assert all(r and "scripted failure" in r for r in gen["row_failure_reason"])
+    for r in prov:
+        assert (r["weight"] == 0.0) == (r["status"] in ("filled", "masked")) or r["source"] == "generated"
+        assert r["status"] in ("ok", "filled", "masked")
+    assert result.config["generator"]["fail_token"] == "FAIL"
+    assert result.config["strategy"] == "naive" and result.config["num_mined"] == m
+
+
+def test_generator_none_is_a_mined_only_build(tiny_model, tmp_path):
+    result = build_dataset(
+        Dataset.from_dict(pairs(6)),
+        corpus=corpus(),
+        retriever=tiny_model,
+        num_mined=2,
+        show_progress_bar=False,
+        cache_dir="",
+    )
+    assert result.num_generated == 0
+    assert result.train.column_names == ["anchor", "positive", "negative_1", "negative_2", LABEL_COLUMN]
+    assert all(lab[2:] == [0.0, 0.0] for lab in result.train[LABEL_COLUMN])
+    assert set(result.provenance["source"]) == {"mined"}
+    assert result.config["strategy"] is None and result.config["generator"] == {}
+    with pytest.raises(ValueError, match="generator=None means no synthesis"):
+        build_dataset(Dataset.from_dict(pairs(2)), retriever=tiny_model, num_generated=3, show_progress_bar=False)
+
+
+def test_input_validation_names_column_and_row(tiny_model):
+    with pytest.raises(ValueError, match="'positive'"):
+        build_dataset(Dataset.from_dict({"anchor": ["q"]}), retriever=tiny_model, show_progress_bar=False)
+    with pytest.raises(ValueError, match="row 1"):
+        build_dataset(
+            Dataset.from_dict({"anchor": ["q", ""], "positive": ["p", "p2"]}),
+            retriever=tiny_model,
+            show_progress_bar=False,
+        )
+
+
+def test_planted_false_negative_is_masked(tiny_model, tmp_path):
+    data = pairs(6)
+    planted = ((data["anchor"][2], data["positive"][2]),)  # the LLM "negative" of row 2 copies its positive
+    result = _build(tiny_model, tmp_path, n=6, spec=ScriptedSpec(copies=planted), false_negative_guard=True)
+    prov = result.provenance.filter(lambda r: r["original_text"] is not None and r["row"] == 2)
+    assert len(prov) == 1
+    hit = prov[0]
+    assert hit["original_text"] == data["positive"][2]
+    assert hit["status"] == "masked" and hit["weight"] == 0.0
+    assert "near_duplicate_of_positive" in hit["flags"] and "near-duplicate" in hit["weight_reason"]
+    assert data["positive"][2] not in [result.train[2][f"negative_{j}"] for j in range(1, 6)]
+    assert result.summary.counts["masked_near_duplicate"] >= 1
+
+
+def test_baselines_with_switches_off(tiny_model, tmp_path):
+    result = _build(
+        tiny_model, tmp_path, false_negative_guard=False, source_weights=False, hardness=False, num_generated=2
+    )
+    gen = result.provenance.filter(lambda r: r["source"] == "generated")
+    assert set(gen["status"]) == {"ok"} and set(gen["weight"]) == {1.0}
+    assert all(h is None for h in gen["hardness_percentile"])
+    assert result.summary.counts["generated_masked"] == 0
+    assert result.config["guard"]["enabled"] is False and result.config["source_weights"] is False
+    mined_only = _build(tiny_model, tmp_path, num_generated=0)
+    assert mined_only.num_generated == 0 and len(mined_only.train.column_names) == 2 + 3 + 1
+
+
+def test_rerun_hits_the_caches(tiny_model, tmp_path):
+    spec = ScriptedSpec(cache_dir=str(tmp_path / "responses"))
+    first = _build(tiny_model, tmp_path, spec=spec)
+    assert first.summary.generator_stats["misses"] == 8
+    # the synthesis stage's map output is cached: the generator is never even built
+    second = _build(tiny_model, tmp_path, spec=spec)
+    assert second.summary.generator_stats == {}
+    assert second.train.to_dict() == first.train.to_dict()
+    # without the map cache, the response cache answers every request: zero LLM calls
+    third = _build(tiny_model, tmp_path, spec=spec, cache_dir="")
+    assert third.summary.generator_stats["misses"] == 0 and third.summary.generator_stats["hits"] == 8
+    assert third.summary.counts["llm_cached_calls"] == third.summary.counts["llm_calls"] == 8
+    assert third.train.to_dict() == first.train.to_dict()
+
+
+def test_save_load_roundtrip_and_markdown(tiny_model, tmp_path):
+    result = _build(tiny_model, tmp_path)
+    result.save_to_disk(tmp_path / "out")
+    loaded = BuildResult.load_from_disk(tmp_path / "out")
+    assert loaded.train.to_dict() == result.train.to_dict()
+    assert loaded.provenance.num_rows == result.provenance.num_rows
+    assert loaded.summary.counts == result.summary.counts
+    md = result.to_markdown()
+    for key in ("probe_auc_before", "probe_auc_after", "generated_filled", "synthesize"):
+        assert key in md
+    assert set(result.to_dataset_dict()) == {"train", "provenance"}
