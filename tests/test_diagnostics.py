@@ -134,7 +134,13 @@ def test_planted_artifact_is_visible(planted):
 def test_counts_and_empty_slots(planted):
     report, _ = planted
     assert report.rows_used == report.rows_total == 48
-    assert report.counts["mined"] == {"slots": 144, "non_empty": 143, "empty": 1, "zero_weight": 0}
+    assert report.counts["mined"] == {
+        "slots": 144,
+        "non_empty": 143,
+        "empty": 1,
+        "zero_weight": 0,
+        "masked_by_guard": 0,
+    }
     assert report.counts["generated"]["non_empty"] == 96
     assert report.spectrum.raw["mined"].n == 143
 
@@ -242,3 +248,39 @@ def test_rejects_wrong_layout(tiny_model):
     bad = make_dataset(4).remove_columns("labels").add_column("labels", [[1.0, 0.0]] * 4)
     with pytest.raises(ValueError, match="w_1..w_N"):
         diagnose(bad, tiny_model)
+
+
+def test_provenance_skips_fillers_and_shows_rejected_texts(tiny_model, tmp_path):
+    """On a real build_dataset output: fillers skipped, the guard's rejected copy of a positive reappears (raw)."""
+    from test_transform_helpers import ScriptedSpec, corpus, pairs
+
+    from negsynth_hf.build import build_dataset
+
+    data = pairs(8, fail_rows=(4,))
+    planted = ((data["anchor"][2], data["positive"][2]),)  # the LLM "negative" of row 2 copies its positive
+    result = build_dataset(
+        Dataset.from_dict(data),
+        corpus=corpus(),
+        retriever=tiny_model,
+        generator=ScriptedSpec(copies=planted, fail_token="FAIL"),
+        strategy="naive",
+        num_mined=3,
+        num_generated=2,
+        cache_dir=str(tmp_path / "cache"),
+        show_progress_bar=False,
+    )
+    counts = result.summary.counts
+    assert counts["generated_masked"] >= 1
+    plain = diagnose(result.train, tiny_model, n_shuffles=0)
+    assert plain.counts["generated"]["zero_weight"] > 0 and "provenance=" in plain.notes[0]
+    assert plain.false_negatives.raw["generated"].identical == 0  # the copy was replaced by a filler
+
+    report = diagnose(result.train, tiny_model, provenance=result.provenance, n_shuffles=0)
+    gen = report.counts["generated"]
+    assert gen["masked_by_guard"] == counts["generated_masked"]
+    assert gen["empty"] == counts["generated_filled"] >= 2  # row 4 failed: both its generated slots are fillers
+    assert report.counts["mined"]["empty"] == counts["mined_filled"]
+    hit = [e for e in report.false_negatives.examples if e.identical_to_positive]
+    assert [(e.row, e.source, e.weight) for e in hit] == [(2, "generated", 0.0)]
+    assert report.false_negatives.raw["generated"].identical == 1
+    assert report.false_negatives.weighted["generated"].identical == 0  # weight 0: gone from the weighted view

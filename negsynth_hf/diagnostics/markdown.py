@@ -32,11 +32,13 @@ def render_markdown(report: DiagnosticsReport) -> str:
         f"{report.negative_columns} negative columns. Raw = every non-empty negative counts once; "
         "weighted = each negative counts with its gap-correction weight from the `labels` column.",
         "",
-        "| source | slots | non-empty | empty (masked fill) | weight 0 |",
-        "|---|---:|---:|---:|---:|",
+        "| source | slots | used (raw view) | empty / filler (skipped) | weight 0 (raw only) | of which rejected by the guard |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, c in report.counts.items():
-        lines.append(f"| {name} | {c['slots']} | {c['non_empty']} | {c['empty']} | {c['zero_weight']} |")
+        lines.append(
+            f"| {name} | {c['slots']} | {c['non_empty']} | {c['empty']} | {c['zero_weight']} | {c.get('masked_by_guard', 0)} |"
+        )
     for note in report.notes:
         lines += ["", f"> {note}"]
 

@@ -397,6 +397,7 @@ def diagnose(
     *,
     output_dir: str | Path | None = None,
     num_generated: int | None = None,
+    provenance: Any = None,
     absolute_margin: float | None = None,
     relative_margin: float | None = 0.05,
     batch_size: int = 32,
@@ -420,6 +421,11 @@ def diagnose(
         output_dir: if given, write ``report.json``, ``report.md`` and PNG figures there.
         num_generated: without a ``labels`` column, the trailing ``k`` negative columns are generated
             (default: all mined, weight 1).
+        provenance: optional per-slot provenance of ``dataset`` (``build_dataset(...).provenance``: columns
+            ``row``, ``column``, ``status``, ``original_text``). With it, ``filled`` slots (fillers holding
+            another negative's text) are skipped like empty ones, and ``masked`` slots (generated negatives the
+            false-negative guard rejected) show their REJECTED text in the raw view (weight 0 in the weighted
+            view), so the raw view is what the generator wrote and the weighted one what training uses.
         absolute_margin / relative_margin: false-negative margins, as in
             ``sentence_transformers.util.mine_hard_negatives`` (``relative_margin=0.05`` is NV-Retriever's).
         max_rows: diagnose a seeded random sample of at most this many rows (``None``: all).
@@ -449,6 +455,9 @@ def diagnose(
     cols = ["anchor", "positive", *neg_cols] + ([labels_column] if labels_column else [])
     rows = subset.select_columns(cols).to_dict()
     table = read_negatives(rows, row_ids.tolist(), neg_cols, labels_column=labels_column, num_generated=num_generated)
+    masked = np.zeros(table.row.size, dtype=bool)
+    if provenance is not None:
+        masked = apply_provenance(table, provenance)
 
     anchors = [str(a) for a in rows["anchor"]]
     positives = [str(p) for p in rows["positive"]]
@@ -475,8 +484,16 @@ def diagnose(
             "non_empty": int((src & table.valid).sum()),
             "empty": int((src & table.empty).sum()),
             "zero_weight": int((src & table.valid & (table.weight <= 0)).sum()),
+            "masked_by_guard": int((src & masked).sum()),
         }
     notes: list[str] = []
+    zero_with_text = sum(c["zero_weight"] for c in counts.values())
+    if provenance is None and zero_with_text:
+        notes.append(
+            f"{zero_with_text} weight-0 slots hold text and are counted in the raw view. If they are fillers "
+            "(build_dataset puts another negative's text in masked/filled slots), pass provenance= to skip "
+            "fillers and see the rejected generated texts instead."
+        )
     if counts["generated"]["non_empty"] == 0:
         notes.append(
             "No generated negatives found (no 'labels' column and no num_generated, or none flagged): "
@@ -531,6 +548,32 @@ def diagnose(
     if output_dir is not None:
         report.save(output_dir, figures=figures)
     return report
+
+
+def apply_provenance(table: NegativeTable, provenance: Any) -> np.ndarray:
+    """Skip ``filled`` slots and restore the rejected text of ``masked`` ones; returns the masked mask."""
+    names = set(provenance.column_names)
+    need = {"row", "column", "status"}
+    if not need <= names:
+        raise ValueError(
+            f"provenance needs columns {sorted(need)} (build_dataset's provenance config); has {sorted(names)}."
+        )
+    cols = ["row", "column", "status"] + (["original_text"] if "original_text" in names else [])
+    prov = provenance.select_columns(cols).to_dict()
+    index = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(table.row, table.column, strict=True))}
+    masked = np.zeros(table.row.size, dtype=bool)
+    originals = prov.get("original_text", [None] * len(prov["row"]))
+    for r, col, status, original in zip(prov["row"], prov["column"], prov["status"], originals, strict=True):
+        i = index.get((int(r), int(str(col).rsplit("_", 1)[-1])))
+        if i is None:
+            continue  # row not in the sample
+        if status == "filled":
+            table.empty[i] = True
+        elif status == "masked" and original:
+            table.text[i] = str(original)
+            table.empty[i] = not str(original).strip()
+            masked[i] = True
+    return masked
 
 
 def _model_name(model: Any) -> str:
