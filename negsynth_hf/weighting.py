@@ -31,7 +31,7 @@ class SourceWeights:
     Attributes:
         weights: 1 for mined items; the clipped importance weight (or 1 when ``enabled`` is False) for generated.
         proba_generated: the probe's out-of-fold ``p(generated | x)`` (0.5 where it could not be fitted).
-        auc_before: unweighted out-of-fold probe AUC (0.5 = source invisible); ``nan`` if not fitted.
+        auc_before: unweighted out-of-fold probe AUC over distinct texts (0.5 = source invisible); ``nan`` if not fitted.
         auc_after: the same probabilities' AUC with items weighted by ``weights``.
         effective_generated_share: ``sum(weights of generated) / n_generated``.
     """
@@ -45,6 +45,7 @@ class SourceWeights:
     n_mined: int
     n_splits: int
     enabled: bool = True
+    n_unique: int = 0
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return {
@@ -55,6 +56,7 @@ class SourceWeights:
             "n_mined": self.n_mined,
             "n_splits": self.n_splits,
             "enabled": self.enabled,
+            "n_unique": self.n_unique,
         }
 
 
@@ -91,16 +93,31 @@ def source_weights(
         raise ValueError(f"texts ({len(texts)}), is_generated ({y.shape[0]}) and groups ({len(groups)}) must align.")
     if y.shape[0] == 0:
         return SourceWeights(np.ones(0), np.full(0, 0.5), float("nan"), float("nan"), float("nan"), 0, 0, 0, enabled)
+    # Each distinct text enters the probe once: a hub document mined for many queries would otherwise sit in
+    # training and test folds at once, be memorised, and inflate the AUC. Duplicates share its probability.
+    keys: dict[tuple[str, bool], int] = {}
+    inverse = np.empty(y.shape[0], dtype=np.int64)
+    first: list[int] = []
+    for i, (text, gen) in enumerate(zip(texts, y.tolist(), strict=True)):
+        j = keys.setdefault((text, gen), len(first))
+        if j == len(first):
+            first.append(i)
+        inverse[i] = j
+    idx = np.asarray(first, dtype=np.int64)
+    y_u = y[idx]
+    groups_u = np.asarray(groups)[idx]
+    feats = probe_features([texts[i] for i in idx], None if embeddings is None else np.asarray(embeddings)[idx])
     # StratifiedGroupKFold needs at least n_splits groups: cap it (fewer than 2 groups -> probe not fitted)
-    n_splits = max(1, min(n_splits, len(set(np.asarray(groups).tolist()))))
-    probe = cross_fitted_probe(probe_features(texts, embeddings), y, n_splits=n_splits, seed=seed, groups=groups)
-    weights = importance_weights(probe, y) if enabled else np.ones(y.shape[0])
+    n_splits = max(1, min(n_splits, len(set(groups_u.tolist()))))
+    probe = cross_fitted_probe(feats, y_u, n_splits=n_splits, seed=seed, groups=groups_u)
+    weights_u = importance_weights(probe, y_u) if enabled else np.ones(y_u.shape[0])
+    weights = weights_u[inverse]
     n_gen = int(y.sum())
     share = float(weights[y].sum() / n_gen) if n_gen else float("nan")
-    auc_after = weighted_auc(y, probe.proba_generated, weights) if probe.n_splits else float("nan")
+    auc_after = weighted_auc(y_u, probe.proba_generated, weights_u) if probe.n_splits else float("nan")
     return SourceWeights(
         weights=weights,
-        proba_generated=probe.proba_generated,
+        proba_generated=probe.proba_generated[inverse],
         auc_before=probe.auc,
         auc_after=auc_after,
         effective_generated_share=share,
@@ -108,6 +125,7 @@ def source_weights(
         n_mined=int((~y).sum()),
         n_splits=probe.n_splits,
         enabled=enabled,
+        n_unique=int(idx.shape[0]),
     )
 
 
