@@ -7,10 +7,10 @@ import json
 import pytest
 
 from negsynth_hf.synthesis import diff_one_place, extract_json, parse_reply
-from negsynth_hf.synthesis.edits import plain_query, plain_text, split_passages
+from negsynth_hf.synthesis.edits import apply_replacement, plain_edit, plain_query, plain_text, split_passages
 from negsynth_hf.synthesis.schemas import Analysis, Generation, NaivePassages, QueryEdit
 
-OBJ = {"edited_query": "Aspirin lowers stroke risk in children.", "edit_type": "population"}
+OBJ = {"original": "adults", "replacement": "children", "edit_type": "population"}
 
 
 @pytest.mark.parametrize(
@@ -24,14 +24,15 @@ OBJ = {"edited_query": "Aspirin lowers stroke risk in children.", "edit_type": "
             "Sure! Here is the JSON you asked for: " + json.dumps(OBJ) + " Let me know if you need more.",
             "surrounding_text",
         ),
-        ("{'edited_query': 'Aspirin lowers stroke risk in children.', 'edit_type': 'population',}", "syntax"),
-        ('{"edited_query": "Aspirin lowers stroke risk in children.", "edit_type": "population",}', "syntax"),
+        ("{'original': 'adults', 'replacement': 'children', 'edit_type': 'population',}", "syntax"),
+        ('{"original": "adults", "replacement": "children", "edit_type": "population",}', "syntax"),
     ],
 )
 def test_repairs(text, repair):
     outcome = parse_reply(text, QueryEdit)
     assert outcome.ok, outcome.error
-    assert outcome.value.edited_query == OBJ["edited_query"] and outcome.value.edit_type == "population"
+    assert outcome.value.original == "adults" and outcome.value.replacement == "children"
+    assert outcome.value.edit_type == "population"
     assert (repair in outcome.repairs) if repair else outcome.repairs == []
 
 
@@ -59,11 +60,11 @@ def test_bare_list_is_wrapped_under_the_only_list_field():
         (None, "empty response"),
         ("I'm sorry, but I cannot comply with that request.", "refusal instead of JSON"),
         ("The edited claim is about children.", "no JSON object found"),
-        ('{"edited_query": "abc"', "truncated or unbalanced JSON"),
-        ('{"edited_query": abc}', "invalid JSON"),
+        ('{"original": "abc"', "truncated or unbalanced JSON"),
+        ('{"original": abc}', "invalid JSON"),
         ('"just a string"', "expected a JSON object, got str"),
-        ('{"edit_type": "number"}', "schema violation: edited_query: Field required"),
-        ('{"edited_query": "x", "edit_type": "colour"}', "edit_type: Input should be"),
+        ('{"original": "adults", "edit_type": "number"}', "schema violation: replacement: Field required"),
+        ('{"original": "", "replacement": "x"}', "original: String should have at least 1 character"),
     ],
 )
 def test_errors_are_precise(text, error):
@@ -135,6 +136,18 @@ def test_one_place_edits_accepted(edited, span):
 def test_one_place_edits_rejected(edited, reason):
     with pytest.raises(ValueError, match=reason):
         diff_one_place("10% of SIDS deaths happen in newborns aged less than 6 months.", edited)
+
+
+def test_apply_replacement_and_plain_edits():
+    q = "Aspirin lowers the risk of stroke in adults."
+    assert apply_replacement(q, ' "Adults" ', "children") == "Aspirin lowers the risk of stroke in children."
+    with pytest.raises(ValueError, match="does not occur in the query"):
+        apply_replacement(q, "elderly", "children")
+    assert plain_edit("adults -> children", q) == "Aspirin lowers the risk of stroke in children."
+    assert plain_edit("original: stroke, replacement: migraine", q) == "Aspirin lowers the risk of migraine in adults."
+    assert plain_edit("Edited claim: Aspirin raises the risk of stroke in adults.", q) == (
+        "Aspirin raises the risk of stroke in adults."
+    )
 
 
 def test_plain_text_fallbacks():

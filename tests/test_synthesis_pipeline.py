@@ -185,7 +185,7 @@ def test_naive_json_and_plain_text():
 
 EDITS = {
     "number": "Vitamin D supplementation reduces fracture risk in older adults.",  # identical -> rejected
-    "population": '{"edited_query": "Vitamin D supplementation reduces fracture risk in young children.", "edit_type": "Population"}',
+    "population": '{"original": "older adults", "replacement": "young children", "edit_type": "Population"}',
     "entity": "Edited claim: Calcium supplementation reduces fracture risk in older adults.",  # plain text fallback
 }
 
@@ -193,9 +193,9 @@ EDITS = {
 def qe_responder(request):
     if request.schema_name == "query_edit":
         text = user_text(request)
-        if "number" in text.split("ONE detail:")[1][:40]:
+        if "(a number" in text:
             return EDITS["number"]
-        if "population" in text.split("ONE detail:")[1][:40]:
+        if "(the population" in text:
             return EDITS["population"]
         return EDITS["entity"]
     assert request.schema_name == "edited_passage"
@@ -208,7 +208,7 @@ def test_query_edit_end_to_end():
     gen = ScriptedGenerator(qe_responder)
     synth = Synthesizer(gen, strategy="query_edit", max_attempts=2, profile="scientific")
     res = synth.synthesize([SynthesisInput(QUERY, POSITIVE, title="Vitamin D and fractures")])[0]
-    assert res.failure_reason is None and res.prompt_version == "qe-v1"
+    assert res.failure_reason is None and res.prompt_version == "qe-v2"
     assert gen.batches[0][0].json_schema == QUERY_EDIT_SCHEMA and len(gen.batches[0]) == 3  # K edits in one batch
     by_type = {n.strategy_type: n for n in res.negatives}
     assert set(by_type) == {"query_edit:population", "query_edit:other"}
@@ -269,7 +269,7 @@ def test_config_dict_json_safe_and_sensitive(monkeypatch):
     assert base["strategy"] == "counterfactual" and base["prompt_version"] == "cf-v1" and base["profile"] == "generic"
     assert base["model_id"] == "scripted" and base["num_negatives"] == 3 and base["seed"] == 0
     assert Synthesizer(gen, profile="trivia").config_dict()["profile_hash"] != base["profile_hash"]
-    assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v1"
+    assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v2"
     from negsynth_hf.synthesis import prompts
 
     monkeypatch.setitem(prompts.PROMPT_VERSIONS, "counterfactual", "cf-v2")

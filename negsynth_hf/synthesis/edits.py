@@ -64,6 +64,43 @@ def diff_one_place(original: str, edited: str, *, max_edit_ratio: float = 0.4, m
     return QueryDiff(" ".join(a_words[i1:i2]), " ".join(b_words[j1:j2]), changed, len(a))
 
 
+def apply_replacement(query: str, original: str, replacement: str) -> str:
+    """Replace the first case-insensitive occurrence of ``original`` in ``query`` by ``replacement``.
+
+    Raises:
+        ValueError: when ``original`` is not copied from the query (the re-ask says so).
+    """
+    original = original.strip().strip("\"'“”").strip()
+    replacement = replacement.strip().strip("\"'“”").strip()
+    if not original:
+        raise ValueError("'original' is empty; copy the words to change from the query")
+    idx = query.lower().find(original.lower())
+    if idx < 0:
+        raise ValueError(f"'original' ({original!r}) does not occur in the query; copy the words to change exactly")
+    return query[:idx] + replacement + query[idx + len(original) :]
+
+
+def plain_edit(text: str, query: str) -> str | None:
+    """An edited query from a non-JSON reply: ``X -> Y`` / ``original: X, replacement: Y`` or a rewritten line."""
+    body = plain_text(text)
+    if body is None:
+        return None
+    m = re.search(r"original\W{0,3}\s*[:=]\s*(.+?)\s*[,;\n]\s*\W{0,3}replacement\W{0,3}\s*[:=]\s*(.+)", body, re.I)
+    if m:
+        try:
+            return apply_replacement(query, m[1], m[2].splitlines()[0])
+        except ValueError:
+            pass
+    for line in body.splitlines():
+        if "->" in line or "→" in line:
+            left, right = re.split(r"->|→", line, maxsplit=1)
+            try:
+                return apply_replacement(query, _LABEL.sub("", left.strip(), count=1), right)
+            except ValueError:
+                break
+    return plain_query(text)
+
+
 def plain_text(text: str) -> str | None:
     """Best-effort prose from a non-JSON reply: no think block, fence, label line or wrapping quotes."""
     body, _ = strip_think(text)

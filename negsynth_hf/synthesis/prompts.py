@@ -17,7 +17,7 @@ from typing import Any
 from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v1", "naive": "naive-v1", "query_edit": "qe-v1"}
+PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v1", "naive": "naive-v1", "query_edit": "qe-v2"}
 #: version of the default (counterfactual) strategy's prompts
 PROMPT_VERSION: str = PROMPT_VERSIONS["counterfactual"]
 
@@ -175,7 +175,7 @@ def naive_messages(
     return _messages(system, user)
 
 
-# --------------------------------------------------------------------------- query edit (qe-v1)
+# --------------------------------------------------------------------------- query edit (qe-v2)
 
 
 def query_edit_messages(
@@ -185,11 +185,12 @@ def query_edit_messages(
     system = f"You make small, precise edits to {profile.query_kind}s. {_DATA_RULE} Reply with JSON only."
     user = (
         f"{_tag('query', query, max_chars=max_chars)}\n\n"
-        f"Rewrite this {profile.query_kind} changing exactly ONE detail: {focus}. If it has no such detail, "
-        "change one other detail. Keep every other word exactly the same, so that it asks about something "
-        "different.\n"
-        'Example: "Aspirin lowers the risk of stroke in adults." -> "Aspirin lowers the risk of stroke in children."\n'
-        'Reply as JSON: {"edited_query": "...", "edit_type": "number|population|entity|direction|time|place|condition|other"}'
+        f"Pick ONE detail of this {profile.query_kind} ({focus}) and give a different, plausible value for it, "
+        "so that it is about something else. Copy the words you change exactly from the text.\n"
+        'Example: for "Aspirin lowers the risk of stroke in adults." one answer is '
+        '{"original": "adults", "replacement": "children", "edit_type": "population"}\n'
+        'Reply with JSON only: {"original": "...", "replacement": "...", '
+        '"edit_type": "number|population|entity|direction|time|place|condition|other"}'
     )
     return _messages(system, user)
 

@@ -121,12 +121,21 @@ class NaivePassages(_Stage):
 
 
 class QueryEdit(_Stage):
-    """Stage 1 of the query-edit strategy: the query with exactly one detail changed."""
+    """Stage 1 of the query-edit strategy: one detail of the query and its replacement.
 
-    edited_query: str = Field(min_length=1, description="the query with exactly one detail changed")
+    The model names the words to change (copied from the query) and what to put instead; the code
+    applies the edit. Small models manage this far better than re-typing the whole query unchanged.
+    """
+
+    original: str = Field(min_length=1, description="the words to change, copied exactly from the query")
+    replacement: str = Field(min_length=1, description="the words to put in their place")
     edit_type: EditType = Field(default="other", description="which kind of detail was changed")
 
-    _norm = field_validator("edit_type", mode="before")(_snake)
+    @field_validator("edit_type", mode="before")
+    @classmethod
+    def _norm_edit_type(cls, value: Any) -> Any:
+        value = _snake(value)
+        return value if value in EDIT_TYPES else "other"
 
 
 class EditedPassage(_Stage):

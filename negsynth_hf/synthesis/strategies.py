@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .edits import diff_one_place, plain_query, plain_text, split_passages
+from .edits import apply_replacement, diff_one_place, plain_edit, plain_text, split_passages
 from .engine import CallSettings, Plan, RowStats, Task, run_tasks
-from .parsing import parse_reply
+from .parsing import extract_json, parse_reply
 from .profiles import DatasetProfile
 from .prompts import (
     PROMPT_VERSIONS,
@@ -257,22 +257,33 @@ def naive_plan(ctx: Context) -> Plan:
 # --------------------------------------------------------------------------- query edit
 
 
-def _edit_parser(original: str) -> Callable[[str], tuple[Any, str | None]]:
+def _edit_parser(query: str) -> Callable[[str], tuple[Any, str | None]]:
     def parse(text: str) -> tuple[Any, str | None]:
         outcome = parse_reply(text, QueryEdit)
-        if outcome.value is not None:
-            edited, edit_type = outcome.value.edited_query, outcome.value.edit_type
-        else:
-            edited, edit_type = plain_query(text), "other"
-            if edited is None or edited.lstrip().startswith(("{", "[")):
-                return None, outcome.error
         try:
-            diff = diff_one_place(original, edited)
+            if outcome.value is not None:
+                edit_type = outcome.value.edit_type
+                edited = apply_replacement(query, outcome.value.original, outcome.value.replacement)
+            else:
+                edit_type, edited = "other", _edited_from_json(text) or plain_edit(text, query)
+                if edited is None or edited.lstrip().startswith(("{", "[")):
+                    return None, outcome.error
+            diff = diff_one_place(query, edited)
         except ValueError as exc:
             return None, str(exc)
         return (edited, edit_type, diff), None
 
     return parse
+
+
+def _edited_from_json(text: str) -> str | None:
+    """Models sometimes answer with the whole edited query as JSON instead; the diff check still applies."""
+    try:
+        data, _ = extract_json(text)
+    except ValueError:
+        return None
+    value = data.get("edited_query") or data.get("query") or data.get("claim") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _passage_parse(text: str) -> tuple[Any, str | None]:
