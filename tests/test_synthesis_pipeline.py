@@ -270,7 +270,9 @@ def test_config_dict_json_safe_and_sensitive(monkeypatch):
     assert base["model_id"] == "scripted" and base["num_negatives"] == 3 and base["seed"] == 0
     assert Synthesizer(gen, profile="trivia").config_dict()["profile_hash"] != base["profile_hash"]
     assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v2"
-    from negsynth_hf.synthesis import prompts
+    from negsynth_hf.synthesis import PROMPT_VERSION, PROMPT_VERSIONS, prompts
+
+    assert all(v in PROMPT_VERSION.split("+") for v in PROMPT_VERSIONS.values())  # one id covering every template
 
     monkeypatch.setitem(prompts.PROMPT_VERSIONS, "counterfactual", "cf-v2")
     assert Synthesizer(gen).config_dict()["prompt_version"] == "cf-v2"

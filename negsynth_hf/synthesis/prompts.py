@@ -18,8 +18,9 @@ from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
 PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v1", "naive": "naive-v1", "query_edit": "qe-v2"}
-#: version of the default (counterfactual) strategy's prompts
-PROMPT_VERSION: str = PROMPT_VERSIONS["counterfactual"]
+#: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
+#: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
+PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
 
 DATA_TAGS = ("query", "positive", "title", "candidate", "candidates", "analysis", "data")
 _TAG_RE = re.compile(r"<(\s*/?\s*(?:" + "|".join(DATA_TAGS) + r")\b)", re.IGNORECASE)
