@@ -201,6 +201,8 @@ def qe_responder(request):
     assert request.schema_name == "edited_passage"
     if "children" in user_text(request):
         return json.dumps({"passage": NEG_B})
+    if "Calcium" in user_text(request):  # cut off by the token budget: salvaged and flagged
+        return '{"passage": "' + NEG_A
     return "Passage: " + NEG_A
 
 
@@ -218,6 +220,7 @@ def test_query_edit_end_to_end():
         pop.edited_query.endswith("in young children.")
         and pop.violated_requirement == "'older adults' -> 'young children'"
     )
+    assert "truncated" in by_type["query_edit:other"].flags
     assert by_type["query_edit:other"].text == NEG_A and by_type["query_edit:other"].changed_span == (
         "Vitamin D",
         "Calcium",

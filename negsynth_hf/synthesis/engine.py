@@ -43,6 +43,7 @@ class Task:
     parse: Parser
     prompt_version: str
     meta: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int | None = None  # a stage-specific cap below the synthesizer's budget
     value: Any = None
     error: str | None = None
     previous: str | None = None
@@ -75,7 +76,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
                 messages=t.messages if attempt == 0 else reask_messages(t.messages, t.previous, t.error or ""),
                 json_schema=t.schema,
                 schema_name=t.schema_name,
-                max_new_tokens=settings.max_new_tokens,
+                max_new_tokens=min(settings.max_new_tokens, t.max_new_tokens or settings.max_new_tokens),
                 temperature=settings.temperature,
                 # a new seed per attempt: a cached or greedy backend must not replay the same bad answer
                 seed=settings.seed + attempt,

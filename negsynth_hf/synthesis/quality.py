@@ -23,6 +23,10 @@ FLAG_NAMES = (
     "duplicate",
     "copies_candidate_verbatim",
     "looks_like_refusal",
+    # set by strategies, not by quality_flags():
+    "truncated",  # query_edit passage salvaged from a reply cut off by the token budget
+    "invalid_candidate_index",  # counterfactual: claimed a rewrite of a candidate that does not exist
+    "non_critical_node",  # counterfactual: violates a node the analysis did not mark critical
 )
 
 

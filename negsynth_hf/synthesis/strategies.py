@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,9 @@ from .schemas import (
     NaivePassages,
     QueryEdit,
 )
+
+#: an edit reply is one short JSON object; a longer budget only buys rambling on small models
+EDIT_MAX_NEW_TOKENS = 64
 
 
 @dataclass
@@ -286,14 +290,24 @@ def _edited_from_json(text: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+_TRUNCATED_PASSAGE = re.compile(r'^\s*\{\s*"passage"\s*:\s*"(.*)$', re.DOTALL)
+
+
 def _passage_parse(text: str) -> tuple[Any, str | None]:
+    """JSON, else plain prose, else the text of a JSON reply cut off by the token budget (flagged)."""
     outcome = parse_reply(text, EditedPassage)
     if outcome.value is not None:
-        return outcome.value.passage, None
+        return (outcome.value.passage, ()), None
     prose = plain_text(text)
-    if prose is None or prose.lstrip().startswith(("{", "[")):
+    if prose is None:
         return None, outcome.error
-    return prose, None
+    if not prose.lstrip().startswith(("{", "[")):
+        return (prose, ()), None
+    cut = _TRUNCATED_PASSAGE.match(prose)
+    if cut and "truncated" in (outcome.error or "") and len(cut[1].split()) >= 8:
+        salvaged = cut[1].replace('\\"', '"').replace("\\n", "\n").strip()
+        return (salvaged, ("truncated",)), None
+    return None, outcome.error
 
 
 def query_edit_plan(ctx: Context) -> Plan:
@@ -314,6 +328,7 @@ def query_edit_plan(ctx: Context) -> Plan:
                     parse=_edit_parser(item.query),
                     prompt_version=f"{version}:edit",
                     meta={"focus": focus},
+                    max_new_tokens=EDIT_MAX_NEW_TOKENS,
                 )
             )
     yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
@@ -381,9 +396,11 @@ def query_edit_plan(ctx: Context) -> Plan:
                 continue
             edit = task.meta
             old, new = edit["changed_span"]
+            text, passage_flags = task.value
             negatives.append(
                 SynthesizedNegative(
-                    text=task.value,
+                    text=text,
+                    flags=passage_flags,
                     violated_requirement=f"{old!r} -> {new!r}",
                     strategy_type=f"query_edit:{edit['edit_type']}",
                     explanation=f"written for the edited query {edit['edited_query']!r}, which changes {old!r} to {new!r}",
