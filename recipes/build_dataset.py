@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Build the hard-negative training set (mine + synthesize + verify + weight) and save_to_disk.
+
+With N processes each rank synthesizes its shard of the pairs against its own endpoint (build.base_urls[rank]);
+rank 0 then assembles the full set from the shared LLM response cache and runs the cross-row weighting on it.
+
+Usage:
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/build_dataset.py \\
+        --config recipes/scifact/config.yaml [--key value ...]
+
+Same as `negsynth build --config ...` (one implementation: negsynth_hf.cli). `--help` lists every key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    import negsynth_hf  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from negsynth_hf.cli import recipe_main
+
+if __name__ == "__main__":
+    sys.exit(recipe_main("build", prog="recipes/build_dataset.py"))

@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Base vs trained on the test split: nDCG@10, MRR@10, Recall@100 -> results.json + results.md.
+
+Usage:
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/evaluate.py \\
+        --config recipes/scifact/config.yaml [--key value ...]
+
+Same as `negsynth evaluate --config ...` (one implementation: negsynth_hf.cli). `--help` lists every key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    import negsynth_hf  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from negsynth_hf.cli import recipe_main
+
+if __name__ == "__main__":
+    sys.exit(recipe_main("evaluate", prog="recipes/evaluate.py"))

@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""LoRA fine-tuning with CausalNegLoss or a baseline loss (in_batch, mined); saves adapter/ and merged/.
+
+Multi-GPU: DDP through accelerate; set train.gather_across_devices: true to share in-batch negatives.
+
+Usage:
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train.py \\
+        --config recipes/scifact/config.yaml [--key value ...]
+
+Same as `negsynth train --config ...` (one implementation: negsynth_hf.cli). `--help` lists every key.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    import negsynth_hf  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from negsynth_hf.cli import recipe_main
+
+if __name__ == "__main__":
+    sys.exit(recipe_main("train", prog="recipes/train.py"))
