@@ -46,7 +46,7 @@ def write_figures(report: DiagnosticsReport, output_dir: str | Path) -> tuple[li
 
 
 def _title(report: DiagnosticsReport) -> str:
-    model = report.model.rstrip("/").split("/")[-1]
+    model = "/".join(report.model.rstrip("/").split("/")[-2:])
     return f"{model}, {report.rows_used} queries"
 
 
@@ -136,7 +136,8 @@ def _hardness(plt, report: DiagnosticsReport):
             if not sel.any():
                 continue
             w = t.weight[sel] if weighted else np.ones(int(sel.sum()))
-            label = f"{name}{' (leave-one-out)' if not flag else ''} (n={int(sel.sum())})"
+            size = f"mass={w.sum():.0f}" if weighted else f"n={int(sel.sum())}"
+            label = f"{name}{' (leave-one-out)' if not flag else ''} ({size})"
             ax.hist(
                 pct[sel],
                 bins=edges,
