@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from sentence_transformers.util import (
 from torch import Tensor, nn
 
 from negsynth_hf.labels import decode_negative_labels
-from negsynth_hf.losses.entropy import entropy_terms
+from negsynth_hf.losses.entropy import entropy_terms, rowwise_dot
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "h_gen_norm",
@@ -34,6 +35,17 @@ DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "sim_mined_mined",
     "masked_fraction",
 )
+
+
+@dataclass
+class _Similarities:
+    """Similarity work done once per step and shared by InfoNCE, the entropy term and the diagnostics."""
+
+    sims: Tensor  # (B, C) unscaled similarity_fct scores, in the graph (C = B_world * (1 + N), or 1 + N)
+    targets: Tensor  # (B,) column of each row's own positive
+    query: Tensor  # (B, D) L2-normalised local queries, in the graph
+    negatives: Tensor | None  # (B, N, D) L2-normalised own negatives, detached; None without negatives
+    own: Tensor  # (B, 1 + N) detached cosine of each query to its own positive and negatives
 
 
 class CausalNegLoss(nn.Module):
@@ -201,21 +213,17 @@ class CausalNegLoss(nn.Module):
         weights, is_generated = self.negative_weights(labels, num_negatives, batch_size, queries.device)
         valid = weights > 0
 
-        infonce = self._infonce(queries, positives, negatives, weights)
+        sims = self._similarities(queries, positives, negatives)
+        infonce = self._infonce_from_logits(*self._weighted_logits(sims, weights))
 
-        stacked = None
-        if num_negatives:
-            stacked = F.normalize(torch.stack(negatives, dim=1), dim=-1)  # (B, N, D)
-        query_n = F.normalize(queries, dim=-1)
         terms = None
-        if self.entropy_weight > 0 and stacked is not None:
-            terms = entropy_terms(query_n, stacked, is_generated, valid, self.entropy_temperature)
+        if self.entropy_weight > 0 and num_negatives:
+            scores = self._entropy_scores(sims, negatives, is_generated & valid)
+            terms = entropy_terms(scores, is_generated, valid, self.entropy_temperature)
             entropy = self.entropy_weight * terms.loss
         else:
             entropy = queries.new_zeros(())
-        self.last_diagnostics = self._diagnostics(
-            query_n, F.normalize(positives, dim=-1), stacked, is_generated, valid, terms
-        )
+        self.last_diagnostics = self._diagnostics(sims, is_generated, valid, terms)
         return {"infonce": infonce, "entropy": entropy}
 
     def infonce_logits(
@@ -226,86 +234,145 @@ class CausalNegLoss(nn.Module):
         In-batch on: ``(B, B_world * (1 + N))``, columns block-ordered ``[positives | negative_1 | ...]`` exactly
         like MNRL's query_to_doc matrix. In-batch off: ``(B, 1 + N)``, own positive first.
         """
-        batch_size = queries.size(0)
-        apply_weights = bool((weights != 1).any()) if weights.numel() else False
-        if not self.in_batch_negatives:
-            scores = self._own_scores(queries, torch.stack([positives, *negatives], dim=1)) * self.scale
-            if apply_weights:
-                scores = torch.cat([scores[:, :1], scores[:, 1:] + weights.to(scores.dtype).log()], dim=1)
-            return scores, torch.zeros(batch_size, dtype=torch.long, device=queries.device)
+        return self._weighted_logits(self._similarities(queries, positives, negatives), weights)
 
-        docs = [positives, *negatives]
-        offset = 0
-        if self.gather_across_devices:
-            queries = all_gather_with_grad(queries)
-            docs = [all_gather_with_grad(doc) for doc in docs]
-            weights = all_gather(weights)
-            offset = get_rank() * batch_size
-        local_indices = torch.arange(offset, offset + batch_size, device=queries.device)
-        scores = self.similarity_fct(queries[local_indices], torch.cat(docs, dim=0)) * self.scale
-        if apply_weights:
-            # A negative's weight belongs to the negative, so it is the same for every anchor: one column bias
-            # (a masked negative is masked for every anchor). Positives of other rows keep weight 1.
-            log_w = torch.cat([scores.new_zeros(docs[0].size(0)), weights.T.reshape(-1).to(scores.dtype).log()])
-            scores = scores + log_w
-        return scores, local_indices
+    def _similarities(self, queries: Tensor, positives: Tensor, negatives: list[Tensor]) -> _Similarities:
+        """One pass of similarity work shared by InfoNCE, the entropy term and the diagnostics.
 
-    def _infonce(self, queries: Tensor, positives: Tensor, negatives: list[Tensor], weights: Tensor) -> Tensor:
-        scores, targets = self.infonce_logits(queries, positives, negatives, weights)
-        positive_scores = scores[torch.arange(scores.size(0), device=scores.device), targets]
-        return -(positive_scores - torch.logsumexp(scores, dim=1)).mean()
+        With ``cos_sim`` the L2-normalised documents are computed once (bitwise what ``cos_sim`` computes inside)
+        and the own-document cosines are read off the InfoNCE matrix instead of being recomputed.
+        """
+        batch_size, num_docs = queries.size(0), 1 + len(negatives)
+        is_cos = self.similarity_fct is cos_sim
+        own = None
+        if self.in_batch_negatives:
+            docs = [positives, *negatives]
+            offset = 0
+            if self.gather_across_devices:
+                queries = all_gather_with_grad(queries)
+                docs = [all_gather_with_grad(doc) for doc in docs]
+                offset = get_rank() * batch_size
+            world_batch_size = docs[0].size(0)
+            targets = torch.arange(offset, offset + batch_size, device=queries.device)
+            local_queries, docs_all = queries[offset : offset + batch_size], torch.cat(docs, dim=0)
+            query_n = F.normalize(local_queries, dim=-1)
+            if is_cos:
+                docs_n = F.normalize(docs_all, dim=-1)
+                sims = query_n @ docs_n.T  # == cos_sim(local_queries, docs_all), without normalising twice
+                own_columns = targets.unsqueeze(1) + world_batch_size * torch.arange(num_docs, device=targets.device)
+                own = sims.detach().gather(1, own_columns)
+                # (B, N, D) detached view of this device's own normalised negatives (for the diagnostics)
+                negatives_n = docs_n.detach().view(num_docs, world_batch_size, -1)[1:, offset : offset + batch_size]
+                negatives_n = negatives_n.transpose(0, 1)
+            else:
+                sims = self.similarity_fct(local_queries, docs_all)
+                negatives_n = F.normalize(torch.stack(negatives, dim=1).detach(), dim=-1) if negatives else None
+        else:
+            # Each query against its own positive and its own negatives only: (B, 1 + N), no B x B matrix.
+            targets = torch.zeros(batch_size, dtype=torch.long, device=queries.device)
+            docs = torch.stack([positives, *negatives], dim=1)
+            query_n = F.normalize(queries, dim=-1)
+            if is_cos:
+                docs_n = F.normalize(docs, dim=-1)
+                sims = rowwise_dot(docs_n, query_n)
+                own = sims.detach()
+                negatives_n = docs_n.detach()[:, 1:]
+            else:
+                if self.similarity_fct is dot_score:
+                    sims = rowwise_dot(docs, queries)
+                else:  # any other all-pairs similarity: the diagonal of each (B, B) block (correct, not cheap)
+                    sims = torch.stack(
+                        [torch.diagonal(self.similarity_fct(queries, docs[:, k])) for k in range(num_docs)], dim=1
+                    )
+                negatives_n = F.normalize(docs.detach()[:, 1:], dim=-1)
+        if own is None:
+            with torch.no_grad():
+                positive_n = F.normalize(positives, dim=-1)
+                own = (query_n.detach() * positive_n).sum(-1, keepdim=True)
+                if negatives_n is not None:
+                    own = torch.cat([own, rowwise_dot(negatives_n, query_n.detach())], 1)
+        if not negatives:
+            negatives_n = None
+        return _Similarities(sims=sims, targets=targets, query=query_n, negatives=negatives_n, own=own)
 
-    def _own_scores(self, queries: Tensor, docs: Tensor) -> Tensor:
-        """``(B, K)`` similarities of each query to its own ``(B, K, D)`` documents, without the B x B matrix."""
-        if self.similarity_fct is cos_sim:
-            return torch.einsum("bd,bkd->bk", F.normalize(queries, dim=-1), F.normalize(docs, dim=-1))
-        if self.similarity_fct is dot_score:
-            return torch.einsum("bd,bkd->bk", queries, docs)
-        # Any other all-pairs similarity: take the diagonal of each (B, B) block (correct, just not cheap).
-        return torch.stack([torch.diagonal(self.similarity_fct(queries, docs[:, k])) for k in range(docs.size(1))], 1)
+    @staticmethod
+    def _entropy_scores(sims: _Similarities, negatives: list[Tensor], gen_valid: Tensor) -> Tensor:
+        """``(B, N)`` cosines for the entropy term: detached values, with gradient only into generated negatives.
+
+        Only the columns holding a generated negative in some row are re-scored in the graph (usually G of the
+        M + G columns), straight from their own embedding tensors, so the backward pass stays ``O(B * G * D)``.
+        """
+        scores = sims.own[:, 1:]
+        columns = gen_valid.any(dim=0).nonzero().flatten()
+        if columns.numel():
+            generated = F.normalize(torch.stack([negatives[j] for j in columns.tolist()], dim=1), dim=-1)
+            generated_scores = rowwise_dot(generated, sims.query.detach())  # query detached
+            scores = scores.index_copy(1, columns, generated_scores.to(scores.dtype))
+            scores = torch.where(gen_valid, scores, scores.detach())  # mined rows of those columns: no gradient
+        return scores
+
+    def _weighted_logits(self, sims: _Similarities, weights: Tensor) -> tuple[Tensor, Tensor]:
+        logits = sims.sims * self.scale
+        if weights.numel() and bool((weights != 1).any()):
+            log_w = weights.to(logits.dtype).log()
+            if self.in_batch_negatives:
+                if self.gather_across_devices:
+                    log_w = all_gather(log_w)
+                # A negative's weight belongs to the negative, so it is the same for every anchor: one column bias
+                # (a masked negative is masked for every anchor). Positives of other rows keep weight 1.
+                logits = logits + torch.cat([logits.new_zeros(log_w.size(0)), log_w.T.reshape(-1)])
+            else:
+                logits = torch.cat([logits[:, :1], logits[:, 1:] + log_w], dim=1)
+        return logits, sims.targets
+
+    @staticmethod
+    def _infonce_from_logits(logits: Tensor, targets: Tensor) -> Tensor:
+        positive_logits = logits[torch.arange(logits.size(0), device=logits.device), targets]
+        return -(positive_logits - torch.logsumexp(logits, dim=1)).mean()
 
     @torch.no_grad()
-    def _diagnostics(
-        self,
-        query: Tensor,
-        positive: Tensor,
-        negatives: Tensor | None,
-        is_generated: Tensor,
-        valid: Tensor,
-        terms,
-    ) -> dict[str, float]:
-        """Detached per-step statistics of the reference training logs; one host transfer per step."""
-        stats: dict[str, Tensor] = {"sim_q_pos": (query * positive).sum(-1).mean()}
-        if negatives is not None:
-            nan = query.new_tensor(float("nan"))
+    def _diagnostics(self, sims: _Similarities, is_generated: Tensor, valid: Tensor, terms) -> dict[str, float]:
+        """Detached per-step statistics of the reference training logs, with a single host transfer.
 
-            def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-                count = mask.sum()
-                return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), nan)
+        Mean pairwise cosines use group sums: for unit vectors, the sum over ordered pairs j != k of v_j . v_k
+        is ``|sum v|^2 - n``, so no (B, N, N) Gram matrix is built.
+        """
+        own = sims.own.float()
+        stats: dict[str, Tensor] = {"sim_q_pos": own[:, 0].mean()}
+        if sims.negatives is not None:
+            nan = own.new_tensor(float("nan"))
 
-            query, negatives = query.detach(), negatives.detach()
-            gen = is_generated & valid
-            mined = ~is_generated & valid
-            q_neg = torch.einsum("bd,bkd->bk", query, negatives)
-            gram = torch.bmm(negatives, negatives.transpose(1, 2))
-            off_diag = ~torch.eye(negatives.size(1), dtype=torch.bool, device=query.device)
-            stats["sim_q_mined"] = masked_mean(q_neg, mined)
-            stats["sim_q_gen"] = masked_mean(q_neg, gen)
-            stats["sim_gen_mined"] = masked_mean(gram, gen.unsqueeze(2) & mined.unsqueeze(1))
-            stats["sim_gen_gen"] = masked_mean(gram, gen.unsqueeze(2) & gen.unsqueeze(1) & off_diag)
-            stats["sim_mined_mined"] = masked_mean(gram, mined.unsqueeze(2) & mined.unsqueeze(1) & off_diag)
+            def ratio(total: Tensor, count: Tensor) -> Tensor:
+                return torch.where(count > 0, total / count.clamp(min=1), nan)
+
+            gen = (is_generated & valid).float()
+            mined = (~is_generated & valid).float()
+            q_neg = own[:, 1:]
+            negatives = sims.negatives.float()
+            # Per-row group sums; the generated one only over the columns that hold generated negatives (few).
+            sum_mined = (mined.unsqueeze(-1) * negatives).sum(1)  # (B, D)
+            columns = gen.bool().any(dim=0).nonzero().flatten()
+            sum_gen = (gen[:, columns].unsqueeze(-1) * negatives[:, columns]).sum(1)
+            num_gen, num_mined = gen.sum(1), mined.sum(1)
+            stats["sim_q_mined"] = ratio((q_neg * mined).sum(), num_mined.sum())
+            stats["sim_q_gen"] = ratio((q_neg * gen).sum(), num_gen.sum())
+            stats["sim_gen_mined"] = ratio((sum_gen * sum_mined).sum(), (num_gen * num_mined).sum())
+            # unit vectors: sum over ordered pairs j != k of v_j . v_k = |sum v|^2 - (number of vectors)
+            gen_pairs = sum_gen.pow(2).sum() - num_gen.sum()
+            stats["sim_gen_gen"] = ratio(gen_pairs, (num_gen * (num_gen - 1)).sum())
+            mined_pairs = sum_mined.pow(2).sum() - num_mined.sum()
+            stats["sim_mined_mined"] = ratio(mined_pairs, (num_mined * (num_mined - 1)).sum())
             stats["masked_fraction"] = (~valid).float().mean()
             if terms is not None:
-                stats["gen_mass"] = masked_mean(terms.gen_mass, terms.included)
-                stats["gen_mass_expected"] = masked_mean(terms.gen_mass_expected, terms.included)
-                multi = terms.num_generated >= 2
+                included = terms.included.float()
+                stats["gen_mass"] = ratio((terms.gen_mass * included).sum(), included.sum())
+                stats["gen_mass_expected"] = ratio((terms.gen_mass_expected * included).sum(), included.sum())
+                multi = (terms.num_generated >= 2).float()
                 h_norm = terms.h_gen / terms.num_generated.clamp(min=2).to(terms.h_gen.dtype).log()
-                stats["h_gen_norm"] = masked_mean(h_norm, multi)
+                stats["h_gen_norm"] = ratio((h_norm * multi).sum(), multi.sum())
         names = list(stats)
         values = torch.stack([stats[name].float() for name in names]).tolist()
-        return {
-            name: value for name, value in zip(names, values, strict=True) if value == value
-        }  # drop NaN: not available
+        return {name: value for name, value in zip(names, values, strict=True) if value == value}  # NaN: n/a
 
     def get_config_dict(self) -> dict[str, Any]:
         return {

@@ -30,24 +30,23 @@ class EntropyTerms:
     included: Tensor
 
 
-def entropy_terms(
-    query: Tensor,
-    negatives: Tensor,
-    is_generated: Tensor,
-    valid: Tensor,
-    temperature: float = 0.1,
-) -> EntropyTerms:
-    """Vectorised ``L_ent`` on a unified layout: all of a row's negatives in one ``(B, K, D)`` tensor.
+def rowwise_dot(vectors: Tensor, query: Tensor) -> Tensor:
+    """``(B, K)`` dot products of each row's ``(K, D)`` vectors with its query. A broadcast multiply-sum: on CPU
+    it is ~10x faster than ``bmm``/``einsum``, which dispatch one tiny matrix-vector product per row."""
+    return (vectors * query.unsqueeze(-2)).sum(-1)
+
+
+def entropy_terms(scores: Tensor, is_generated: Tensor, valid: Tensor, temperature: float = 0.1) -> EntropyTerms:
+    """Vectorised ``L_ent`` from each query's similarities to its own negatives (the shared core).
 
     Args:
-        query: ``(B, D)`` L2-normalised query embeddings.
-        negatives: ``(B, K, D)`` L2-normalised negatives of each query (mined and generated, any order).
+        scores: ``(B, K)`` cosine similarities ``s(q, n)`` of each query to its ``K`` negatives (mined and
+            generated, any order). The caller decides what carries gradient: per method.md only the generated
+            entries do (query and mined negatives detached); this function adds no detaching of its own.
         is_generated: ``(B, K)`` bool, True for generated negatives.
         valid: ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left out of
             the softmax and of both counts ``M`` and ``G``.
         temperature: ``tau_ent`` of the entropy softmax.
-
-    The query and the mined negatives are detached, so only generated negatives receive gradient.
     """
     if not temperature > 0:
         raise ValueError(f"entropy temperature must be positive, got {temperature}.")
@@ -58,29 +57,24 @@ def entropy_terms(
     num_valid = valid.sum(dim=1)
     included = num_gen > 0
 
-    # Stop-gradient on the query and on mined negatives: the entropy term only moves generated negatives.
-    negatives = torch.where(is_generated.unsqueeze(-1), negatives, negatives.detach())
-    scores = torch.einsum("bd,bkd->bk", query.detach(), negatives) / temperature
-
     # Rows left out (no valid generated negative) get a dummy all-valid softmax, so every intermediate stays
     # finite and multiplying by `included` yields exact zeros (and zero gradients) for them.
     softmax_valid = valid | ~included.unsqueeze(1)
-    log_p = torch.log_softmax(scores.masked_fill(~softmax_valid, float("-inf")), dim=1)
+    log_p = torch.log_softmax((scores / temperature).masked_fill(~softmax_valid, float("-inf")), dim=1)
     log_p = log_p.masked_fill(~gen_valid, 0.0)  # only generated entries are used below
     p_gen = log_p.exp() * gen_valid
     gen_mass = p_gen.sum(dim=1)
     safe_mass = torch.where(included, gen_mass, torch.ones_like(gen_mass))
 
-    # p~_j = p_j / sum_G p;  H_gen = -sum_j p~_j log p~_j
-    log_p_tilde = log_p - safe_mass.log().unsqueeze(1)
-    h_gen = -((p_gen / safe_mass.unsqueeze(1)) * log_p_tilde * gen_valid).sum(dim=1)
+    # p~_j = p_j / P with P = sum_G p, so H_gen = -sum_j p~_j log p~_j = log P - (sum_G p log p) / P
+    h_gen = safe_mass.log() - (p_gen * log_p).sum(dim=1) / safe_mass
 
     expected = num_gen.to(gen_mass.dtype) / num_valid.clamp(min=1).to(gen_mass.dtype)
     per_row = -h_gen + (gen_mass - expected) ** 2
 
     num_included = int(included.sum())
     if num_included == 0:
-        loss = query.new_zeros(())  # nothing to regularise: exact zero, no graph
+        loss = scores.new_zeros((), dtype=gen_mass.dtype)  # nothing to regularise: exact zero, no graph
     else:
         loss = (per_row * included).sum() / num_included
     return EntropyTerms(
@@ -151,8 +145,13 @@ def query_view_entropy(
             f"mined_mask must be ({batch}, {num_mined}) and generated_mask ({batch}, {num_gen}); got "
             f"{tuple(mined_mask.shape)} and {tuple(generated_mask.shape)}."
         )
-    negatives = torch.cat([mined, generated], dim=1)
+    # Stop-gradient on the query and on mined negatives: only generated negatives get gradient.
+    query = query.detach()
+    with torch.no_grad():
+        mined_scores = rowwise_dot(mined, query)
+    generated_scores = rowwise_dot(generated, query)
+    scores = torch.cat([mined_scores, generated_scores], dim=1)
     is_generated = torch.zeros(batch, num_mined + num_gen, dtype=torch.bool, device=device)
     is_generated[:, num_mined:] = True
     valid = torch.cat([mined_mask.bool(), generated_mask.bool()], dim=1)
-    return entropy_terms(query, negatives, is_generated, valid, temperature).loss
+    return entropy_terms(scores, is_generated, valid, temperature).loss
