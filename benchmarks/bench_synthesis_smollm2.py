@@ -17,10 +17,13 @@ import argparse
 import csv
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from negsynth_hf.paths import shared_data_dir
 from negsynth_hf.synthesis import SynthesisInput, SynthesisResult, Synthesizer
