@@ -1,0 +1,423 @@
+"""Bad input through the public entry points: each case gets a clear error naming the row and column (or the file
+and line), or a documented, counted per-row handling; never a bare traceback from deep inside a library.
+
+Entry points: ``Dataset.map(CounterfactualNegatives)``, ``build_dataset``, ``Synthesizer``, ``CausalNegLoss`` and
+the BEIR loader ``negsynth_hf.data.load_beir``. The LLM is the loopback fault server (tests/fault_server.py).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from fault_server import FaultServer, LoopbackSpec, oracle_content, schema_name
+
+from negsynth_hf.build import build_dataset
+from negsynth_hf.data import load_beir
+from negsynth_hf.generators import CachingGenerator, OpenAIChatGenerator
+from negsynth_hf.synthesis import Synthesizer
+from negsynth_hf.transform import PROVENANCE_COLUMN, CounterfactualNegatives
+
+N = 8
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FaultServer() as s:
+        yield s
+
+
+def base_rows(n: int = N) -> dict[str, list]:
+    return {
+        "anchor": [f"row-{i:03d}; does compound {i} lower blood pressure in adults" for i in range(n)],
+        "positive": [
+            f"In a trial of adults, compound {i} lowered systolic pressure by {i + 2} mmHg." for i in range(n)
+        ],
+    }
+
+
+def naive(server: FaultServer, **kwargs) -> CounterfactualNegatives:
+    kwargs.setdefault("strategy", "naive")
+    kwargs.setdefault("num_generated", 2)
+    return CounterfactualNegatives(LoopbackSpec(server.base_url), **kwargs)
+
+
+def provenance(out) -> list[dict]:
+    return [json.loads(r) for r in out[PROVENANCE_COLUMN]]
+
+
+# ---------------------------------------------------------------------------------------------- columns
+def test_missing_or_misnamed_columns_name_the_column(server, tiny_model):
+    rows = base_rows()
+    misnamed = Dataset.from_dict({"query": rows["anchor"], "positive": rows["positive"]})
+    with pytest.raises(ValueError, match=r"needs column 'anchor'.*\['positive', 'query'\]"):
+        misnamed.map(naive(server), batched=True)
+    with pytest.raises(ValueError, match=r"needs column 'passage'"):
+        Dataset.from_dict(rows).map(naive(server, positive_column="passage"), batched=True)
+    with pytest.raises(ValueError, match=r"candidate column\(s\) \['mined_1'\] not in the dataset"):
+        Dataset.from_dict(rows).map(naive(server, candidate_columns=["mined_1"]), batched=True)
+    with pytest.raises(ValueError, match=r"needs column 'title'"):
+        Dataset.from_dict(rows).map(naive(server, title_column="title"), batched=True)
+    with pytest.raises(ValueError, match=r"pairs has no column 'anchor'"):
+        build_dataset(misnamed, retriever=tiny_model, show_progress_bar=False, cache_dir="")
+    with pytest.raises(ValueError, match=r"title_column 'title' not in pairs"):
+        build_dataset(
+            Dataset.from_dict(rows),
+            retriever=tiny_model,
+            generator=LoopbackSpec(server.base_url),
+            num_mined=0,
+            num_generated=1,
+            title_column="title",
+            show_progress_bar=False,
+            cache_dir="",
+        )
+    with pytest.raises(ValueError, match="pairs is empty"):
+        build_dataset(Dataset.from_dict({"anchor": [], "positive": []}), retriever=tiny_model, show_progress_bar=False)
+
+
+BAD_CELLS = [
+    pytest.param("anchor", None, id="None-query"),
+    pytest.param("anchor", "", id="empty-query"),
+    pytest.param("positive", "   \n\t", id="whitespace-positive"),
+    pytest.param("positive", None, id="None-positive"),
+]
+
+
+@pytest.mark.parametrize(("column", "value"), BAD_CELLS)
+def test_bad_cell_names_column_and_value_in_map(server, column, value):
+    rows = base_rows()
+    rows[column][5] = value
+    with pytest.raises(
+        ValueError, match=rf"column '{column}' must be a non-empty string, got {re.escape(repr(value))}"
+    ):
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (transform.py CounterfactualNegatives.inputs): the error names the row WITHIN THE BATCH "
+    "('row 1 of the batch' for dataset row 5 with batch_size=4), not the dataset row, and the whole map stops; "
+    "either name the dataset row or record 'invalid input' per row as the Synthesizer already does.",
+)
+def test_bad_cell_names_the_dataset_row(server):
+    rows = base_rows()
+    rows["anchor"][5] = None
+    try:
+        out = Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4)
+    except ValueError as err:
+        assert re.search(r"\brow 5\b", str(err)) and "of the batch" not in str(err), str(err)
+    else:  # a documented per-row handling is fine too
+        records = provenance(out)
+        assert "anchor" in (records[5]["failure_reason"] or "")
+        assert all(r["failure_reason"] is None for i, r in enumerate(records) if i != 5)
+
+
+@pytest.mark.parametrize(("column", "value"), [*BAD_CELLS, pytest.param("anchor", 17, id="int-query")])
+def test_build_dataset_names_the_row_and_column(tiny_model, column, value):
+    rows = base_rows()
+    rows[column] = [str(v) for v in rows[column]] if isinstance(value, int) else rows[column]
+    data = {k: list(v) for k, v in rows.items()}
+    data[column][5] = value
+    if isinstance(value, int):  # a column mixing ints and strings cannot be one arrow column: make it all ints
+        data[column] = list(range(N))
+        expected = r"row 0: column 'anchor' must be a non-empty string, got 0"
+    else:
+        expected = rf"row 5: column '{column}' must be a non-empty string"
+    with pytest.raises(ValueError, match=expected):
+        build_dataset(Dataset.from_dict(data), retriever=tiny_model, show_progress_bar=False, cache_dir="")
+
+
+def test_non_string_cells_name_the_column(server):
+    ints = Dataset.from_dict({"anchor": list(range(N)), "positive": base_rows()["positive"]})
+    with pytest.raises(ValueError, match=r"column 'anchor' must be a non-empty string, got 0"):
+        ints.map(naive(server), batched=True)
+    raw = Dataset.from_dict({"anchor": [b"caf\xe9 \xff bytes"] * 2, "positive": ["p one", "p two"]})  # binary column
+    with pytest.raises(ValueError, match=r"column 'anchor' must be a non-empty string, got b'caf"):
+        raw.map(naive(server), batched=True)
+
+
+def test_invalid_title_is_a_recorded_per_row_failure(server):
+    rows = base_rows()
+    rows["title"] = [f"Title {i}" for i in range(N)]
+    rows["title"][3] = None  # a missing title is fine (the prompt omits it)
+    rows["title"][6] = ""
+    out = Dataset.from_dict(rows).map(naive(server, title_column="title"), batched=True)
+    assert all(r["failure_reason"] is None for r in provenance(out))
+    # a non-string title cannot be stored next to strings by arrow; a direct call shows the per-row handling
+    batch = {**base_rows(3), "title": ["ok title", 42, ["a", "list"]]}
+    records = provenance(naive(server, title_column="title", strategy="query_edit")(batch))
+    assert records[0]["failure_reason"] is None
+    assert (
+        records[1]["failure_reason"]
+        == records[2]["failure_reason"]
+        == ("invalid input: title must be a string or None")
+    )
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def test_duplicate_queries_are_answered_once_and_kept(server, tmp_path):
+    rows = base_rows(6)
+    for column in ("anchor", "positive"):
+        rows[column][4] = rows[column][1]
+        rows[column][5] = rows[column][1]
+    server.reset_counts()
+    spec = LoopbackSpec(server.base_url, cache_dir=str(tmp_path / "cache"))
+    out = Dataset.from_dict(rows).map(CounterfactualNegatives(spec, strategy="naive", num_generated=2), batched=True)
+    assert len(out) == 6  # duplicates are kept (their negatives are identical)
+    assert server.count("row-001;") == 1  # one request for three identical rows (deduplicated by cache key)
+    assert out["generated_1"][1] == out["generated_1"][4] == out["generated_1"][5] != ""
+    records = provenance(out)
+    assert all(r["failure_reason"] is None for r in records)
+
+
+def _unescape_tag(prompt: str, tag: str) -> str:
+    match = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", prompt, re.DOTALL)
+    assert match, prompt
+    return html.unescape(match.group(1))
+
+
+def _copy_positive(body: dict) -> str:
+    """A generator that answers every generation request with the positive, verbatim."""
+    if schema_name(body) == "generation":
+        positive = _unescape_tag(body["messages"][1]["content"], "positive")
+        item = {
+            "node_id": "R1",
+            "strategy_type": "entity_shift",
+            "rewrote_candidate": False,
+            "candidate_index": None,
+            "text": positive,
+            "explanation": "it is about a different entity",
+        }
+        return json.dumps({"negatives": [item]})
+    return oracle_content(body)
+
+
+def test_generator_returning_the_positive_is_flagged_and_masked(tiny_model, tmp_path):
+    rows = base_rows(6)
+    corpus = [f"Corpus note {i}: compound {i + 40} was studied for kidney outcomes in {1990 + i}." for i in range(30)]
+    with FaultServer(responder=_copy_positive) as copier:
+        out = Dataset.from_dict(rows).map(
+            CounterfactualNegatives(LoopbackSpec(copier.base_url), strategy="counterfactual", num_generated=1),
+            batched=True,
+        )
+        for record in provenance(out):
+            assert "equals_positive" in record["negatives"][0]["flags"]
+        result = build_dataset(
+            Dataset.from_dict(rows),
+            corpus=corpus,
+            retriever=tiny_model,
+            generator=LoopbackSpec(copier.base_url),
+            strategy="counterfactual",
+            num_mined=2,
+            num_generated=1,
+            show_progress_bar=False,
+            cache_dir="",
+        )
+    counts = result.summary.counts
+    assert counts["generated_masked"] == 6 and counts["generated_valid"] == 0
+    for row in result.train:
+        assert row["positive"] not in (row["negative_1"], row["negative_2"], row["negative_3"])
+        assert row["labels"][2] == 0.0  # the generated slot is masked (weight 0)
+    masked = result.provenance.filter(lambda r: r["status"] == "masked")
+    assert masked["original_text"] == rows["positive"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (transform.py inputs / synthesis): a mined candidate identical to the row's positive is offered "
+    "to the LLM as a negative to rewrite, silently; it should be dropped and counted (or rejected with the row).",
+)
+def test_candidate_equal_to_positive_is_not_offered_as_a_negative(server):
+    rows = base_rows(2)
+    rows["negative_1"] = [rows["positive"][0], "an unrelated mined passage about kidney stones"]
+    server.reset_counts()
+    out = naive(server, strategy="counterfactual")(rows)
+    generation = [s for s in server.requests if schema_name(s.body) == "generation" and "row-000;" in s.prompt]
+    assert generation
+    prompt = generation[0].body["messages"][1]["content"]
+    candidates = re.findall(r"<candidate number=\"\d+\">\n(.*?)\n</candidate>", prompt, re.DOTALL)
+    assert rows["positive"][0] not in candidates
+    assert "candidate" in json.dumps(provenance(out)[0])  # and the drop is counted/recorded
+
+
+def test_extremely_long_documents_are_cut_in_prompts(server):
+    rows = base_rows(2)
+    rows["positive"][0] = "Compound zero lowered pressure. " * 20_000  # ~640k characters
+    rows["anchor"][1] = "row-001; " + "what about compound one " * 5_000
+    server.reset_counts()
+    out = Dataset.from_dict(rows).map(naive(server, strategy="counterfactual"), batched=True)
+    assert all(r["failure_reason"] is None for r in provenance(out))
+    sizes = [len(json.dumps(s.body)) for s in server.requests]
+    assert max(sizes) < 20_000, sizes  # max_passage_chars=2000 per text: bounded requests
+    analysis = [s.prompt for s in server.requests if schema_name(s.body) == "analysis"]
+    assert all(p.count(" ...\n</") >= 1 for p in analysis)  # the cut is visible in the prompt
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GAP: truncation of long texts (Synthesizer max_passage_chars) is documented in the docstring but not "
+    "recorded in the row's provenance notes, so a user cannot count truncated rows.",
+)
+def test_truncation_is_recorded_in_provenance(server):
+    rows = base_rows(1)
+    rows["positive"][0] = "Compound zero lowered pressure. " * 20_000
+    out = Dataset.from_dict(rows).map(naive(server, strategy="counterfactual"), batched=True)
+    assert any("trunc" in note or "cut" in note for note in provenance(out)[0]["notes"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (generators/caching.py request_key, openai_chat.py request body): a lone surrogate in ONE row "
+    "raises UnicodeEncodeError while building the cache key, so EVERY row of the batch fails; it should cost "
+    "only that row (or be sanitized, e.g. escape_data replacing lone surrogates with U+FFFD).",
+)
+def test_lone_surrogate_costs_at_most_its_own_row(server, tmp_path):
+    cached = CachingGenerator(OpenAIChatGenerator(server.base_url, model="fault-model", api_key_env=None), tmp_path)
+    items = [
+        {"query": "row-000; does compound 0 help", "positive": "Compound 0 helped."},
+        {"query": "row-001; bad \ud800 surrogate", "positive": "Compound 1 helped."},
+        {"query": "row-002; does compound 2 help", "positive": "Compound 2 \udcff helped."},
+        {"query": "row-003; does compound 3 help", "positive": "Compound 3 helped."},
+    ]
+    results = Synthesizer(cached, strategy="naive", num_negatives=2).synthesize(items)
+    assert results[0].ok and results[3].ok, [r.failure_reason for r in results]
+
+
+def test_lone_surrogate_without_cache_costs_only_its_row(server):
+    gen = OpenAIChatGenerator(server.base_url, model="fault-model", api_key_env=None)
+    items = [
+        {"query": "row-000; does compound 0 help", "positive": "Compound 0 helped."},
+        {"query": "row-001; bad \ud800 surrogate", "positive": "Compound 1 helped."},
+    ]
+    results = Synthesizer(gen, strategy="naive", num_negatives=2, max_attempts=1).synthesize(items)
+    assert results[0].ok
+    assert not results[1].ok and "UnicodeEncodeError" in results[1].failure_reason
+
+
+# ---------------------------------------------------------------------------------------------- loss labels
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        pytest.param(torch.tensor([1.0, 0.0]), r"shape \(batch, 4\).*got shape \(2,\)", id="scalar-label-column"),
+        pytest.param(torch.ones(2, 3), r"got shape \(2, 3\)", id="wrong-width"),
+        pytest.param(torch.ones(2, 4, 1), r"got shape \(2, 4, 1\)", id="3-d"),
+        pytest.param(torch.tensor([[2.0, 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="weight-above-1"),
+        pytest.param(torch.tensor([[-0.5, 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="negative-weight"),
+        pytest.param(torch.tensor([[float("nan"), 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="nan"),
+        pytest.param(torch.tensor([[1.0, 1, 0, 1]]), r"1 rows but the batch has 2 anchors", id="batch-mismatch"),
+    ],
+)
+def test_causal_neg_loss_rejects_bad_label_columns_clearly(tiny_model, labels, message):
+    from negsynth_hf.losses import CausalNegLoss
+
+    loss = CausalNegLoss(tiny_model)
+    features = [tiny_model.tokenize(c) for c in (["q1", "q2"], ["p1", "p2"], ["n1", "n2"], ["m1", "m2"])]
+    with pytest.raises(ValueError, match=message):
+        loss(features, labels)
+    ok = loss(features, torch.tensor([[1, 1, 0, 1], [1, 0, 0, 1]]))  # integer labels are fine
+    assert torch.isfinite(ok["infonce"])
+
+
+# ---------------------------------------------------------------------------------------------- BEIR loader
+GOOD_CORPUS = b'{"_id": "d1", "title": "T", "text": "doc one"}\n{"_id": "d2", "title": "", "text": "doc two"}\n'
+GOOD_QUERIES = b'{"_id": "q1", "text": "query one"}\n'
+GOOD_QRELS = b"query-id\tcorpus-id\tscore\nq1\td1\t1\n"
+
+
+def _collection(root: Path, *, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS) -> Path:
+    folder = root / "coll"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_bytes(corpus)
+    (folder / "queries.jsonl").write_bytes(queries)
+    (folder / "qrels" / "test.tsv").write_bytes(qrels)
+    return folder
+
+
+def _beir_bug(reason: str):
+    return pytest.mark.xfail(strict=True, reason=f"BUG (negsynth_hf/data.py load_beir): {reason}")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        pytest.param({"corpus": b'{"_id": "d1", "text": \n'}, r"corpus\.jsonl:1: not valid JSON", id="bad-json"),
+        pytest.param(
+            {"corpus": b'\xef\xbb\xbf{"_id": "d1", "text": "x"}\n'}, r"corpus\.jsonl:1: not valid JSON", id="bom"
+        ),
+        pytest.param(
+            {"corpus": GOOD_CORPUS + b'{"_id": "d3", "text": "caf\xe9 \xff"}\n'},
+            r"corpus\.jsonl.*(line|:)\s*3",
+            id="not-utf8",
+            marks=_beir_bug("invalid UTF-8 raises a bare UnicodeDecodeError without the file or line"),
+        ),
+        pytest.param(
+            {"corpus": GOOD_CORPUS + b'{"id": "d3", "text": "x"}\n'},
+            r"corpus\.jsonl:3.*_id",
+            id="missing-_id",
+            marks=_beir_bug("a line without _id raises a bare KeyError('_id')"),
+        ),
+        pytest.param(
+            {"queries": b'["q1", "query one"]\n'},
+            r"queries\.jsonl:1",
+            id="line-not-an-object",
+            marks=_beir_bug("a JSON line that is not an object raises a bare TypeError"),
+        ),
+        pytest.param(
+            {"qrels": b"query-id\tcorpus-id\nq1\td1\n"},
+            r"test\.tsv.*score",
+            id="qrels-without-score-column",
+            marks=_beir_bug("a qrels file without a score column raises a bare KeyError('score')"),
+        ),
+        pytest.param(
+            {"qrels": b"query-id,corpus-id,score\nq1,d1,1\n"},
+            r"test\.tsv",
+            id="qrels-comma-separated",
+            marks=_beir_bug("a comma-separated qrels file raises a bare KeyError('score')"),
+        ),
+        pytest.param(
+            {"qrels": b"query-id\tcorpus-id\tscore\nq1\td1\thigh\n"},
+            r"test\.tsv.*(line|:)\s*2",
+            id="qrels-non-numeric-score",
+            marks=_beir_bug(
+                "a non-numeric score raises ValueError('could not convert string to float') without file/line"
+            ),
+        ),
+        pytest.param(
+            {"qrels": b"query-id\tcorpus-id\tscore\nq1\td1\n"},
+            r"test\.tsv.*(line|:)\s*2",
+            id="qrels-short-row",
+            marks=_beir_bug("a row with a missing field raises a bare TypeError from float(None)"),
+        ),
+        pytest.param(
+            {"qrels": b"q1\td1\t1\n"},
+            r"test\.tsv.*header",
+            id="qrels-without-header",
+            marks=_beir_bug("a qrels file without a header silently loses its first judgement (read as the header)"),
+        ),
+    ],
+)
+def test_beir_loader_malformed_files_name_file_and_line(tmp_path, files, message):
+    folder = _collection(tmp_path, **files)
+    with pytest.raises(ValueError, match=message):
+        load_beir(folder)
+
+
+def test_beir_loader_missing_parts_and_tolerated_oddities(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a BEIR-layout folder: corpus.jsonl is missing"):
+        load_beir(tmp_path)
+    folder = _collection(tmp_path, corpus=GOOD_CORPUS + b"\n" + b'{"_id": 7, "title": null, "text": null}\n')
+    with pytest.raises(FileNotFoundError, match=r"dev\.tsv does not exist; available splits: \['test'\]"):
+        load_beir(folder, splits=["dev"])
+    collection = load_beir(folder)  # blank lines skipped, numeric ids as strings, null text as ""
+    assert collection.corpus["7"] == {"title": "", "text": ""}
+    assert collection.qrels == {"test": {"q1": {"d1": 1}}}
