@@ -289,3 +289,12 @@ def test_constructor_validation():
         Synthesizer(gen, num_negatives=0)
     with pytest.raises(TypeError, match="ChatGenerator"):
         Synthesizer(object())
+
+
+def test_progress_bar_and_mapping_inputs(capsys):
+    gen = ScriptedGenerator(cf_responder)
+    results = Synthesizer(gen).synthesize(
+        [{"query": QUERY, "positive": POSITIVE, "candidates": list(CANDIDATES), "title": None}], show_progress_bar=True
+    )
+    assert results[0].negatives[0].candidate_index == 1
+    assert "synthesis (counterfactual)" in capsys.readouterr().err
