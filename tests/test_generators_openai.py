@@ -323,3 +323,19 @@ def test_real_transformers_serve_with_hub_offline(served_tiny_model):
     assert all(r.ok for r in out), [r.error for r in out]
     assert all(r.completion_tokens == 6 and r.prompt_tokens > 20 for r in out)  # chat template applied server-side
     assert all(r.extra["finish_reason"] == "length" for r in out)
+
+
+def test_retry_policy_helpers():
+    import email.utils
+    import random
+
+    from negsynth_hf.generators._retry import backoff_delay, is_retryable_status, parse_retry_after
+
+    assert [is_retryable_status(s) for s in (429, 500, 503, 408, 400, 401, 404)] == [True] * 4 + [False] * 3
+    assert parse_retry_after("2") == 2.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= parse_retry_after(date) <= 30
+    rng = random.Random(0)
+    delays = [backoff_delay(a, base=0.5, maximum=4.0, rng=rng) for a in range(6)]
+    assert all(0.25 <= d <= 4.0 for d in delays) and delays[3] >= 2.0  # grows, jittered, capped
+    assert backoff_delay(0, retry_after=100.0, maximum=30.0) == 30.0

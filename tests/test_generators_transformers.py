@@ -199,3 +199,6 @@ def test_default_generator_produces_text():
     )
     assert all(r.ok and r.text.strip() for r in out), out
     assert gen.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
+    # the config route builds the same backend from the converted folder (no model load until generate)
+    built = GeneratorConfig(cache_dir="").build()
+    assert isinstance(built, TransformersGenerator) and built.model_id == gen.model_id and built.num_threads == 1
