@@ -108,10 +108,10 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 
 def prompt_query(body: dict[str, Any]) -> str:
-    """The (escaped) text between the first ``<query>`` tags of the prompt, or the whole prompt."""
+    """The text between the first ``<query>`` tags of the prompt (tag escaping undone), or the whole prompt."""
     text = prompt_text(body)
     match = _QUERY.search(text)
-    return match.group(1) if match else text
+    return match.group(1).replace("&lt;", "<") if match else text
 
 
 def passage_for(query: str, k: int) -> str:
