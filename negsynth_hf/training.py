@@ -239,37 +239,15 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def train(
-    train_dataset: Dataset,
-    *,
-    base_model: str,
-    config: TrainConfig,
-    output_dir: str | Path,
-    evaluator=None,
-    seed: int = 42,
-    model: SentenceTransformer | None = None,
-) -> TrainResult:
-    """Fine-tune ``base_model`` on ``train_dataset`` and save ``<output_dir>/adapter`` (LoRA) and ``/merged``.
-
-    ``train_dataset`` has ``anchor, positive, negative_1..N`` and optionally ``labels`` (other columns are
-    dropped). Works under ``accelerate launch`` (DDP): every process trains, the main process saves.
-    """
-    from sentence_transformers import SentenceTransformerTrainer
+def training_arguments(config: TrainConfig, *, output_dir: str | Path, seed: int = 42, with_evaluator: bool = False):
+    """Trainer arguments: NO_DUPLICATES batches (a duplicate text in a batch would be a false in-batch negative),
+    no checkpoints (the final adapter and merged model are saved explicitly), evaluation only if asked."""
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    output_dir = Path(output_dir)
-    model = model or load_model(base_model, max_seq_length=config.max_seq_length)
-    if config.max_seq_length:
-        model.max_seq_length = config.max_seq_length
-    if config.lora:
-        add_lora(model, config)
-    dataset = training_columns(train_dataset, config.loss)
-    loss = make_loss(model, config)
-
-    eval_strategy = "steps" if (evaluator is not None and config.eval_steps) else "no"
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
+    eval_strategy = "steps" if (with_evaluator and config.eval_steps) else "no"
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(Path(output_dir) / "checkpoints"),
         per_device_train_batch_size=config.per_device_train_batch_size,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
@@ -286,9 +264,37 @@ def train(
         report_to=config.report_to,
         seed=seed,
         data_seed=seed,
-        disable_tqdm=False,
         ddp_find_unused_parameters=False,
     )
+
+
+def train(
+    train_dataset: Dataset,
+    *,
+    base_model: str,
+    config: TrainConfig,
+    output_dir: str | Path,
+    evaluator=None,
+    seed: int = 42,
+    model: SentenceTransformer | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` on ``train_dataset`` and save ``<output_dir>/adapter`` (LoRA) and ``/merged``.
+
+    ``train_dataset`` has ``anchor, positive, negative_1..N`` and optionally ``labels`` (other columns are
+    dropped). Works under ``accelerate launch`` (DDP): every process trains, the main process saves.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    output_dir = Path(output_dir)
+    model = model or load_model(base_model, max_seq_length=config.max_seq_length)
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    if config.lora:
+        add_lora(model, config)
+    dataset = training_columns(train_dataset, config.loss)
+    loss = make_loss(model, config)
+
+    args = training_arguments(config, output_dir=output_dir, seed=seed, with_evaluator=evaluator is not None)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
     is_main = trainer.is_world_process_zero()
     before = _score(evaluator, model) if evaluator is not None and is_main else {}
