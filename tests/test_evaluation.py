@@ -57,7 +57,8 @@ def test_evaluate_base_vs_trained(tmp_path, tiny_model_path, minilm_path):
     qids = collection.split_query_ids("test")
     sims = model.similarity(model.encode([collection.queries[q] for q in qids], convert_to_tensor=True), docs)
     ranks = [
-        1 + int((row > row[ids.index(next(iter(collection.qrels["test"][q])))]).sum()) for q, row in zip(qids, sims)
+        1 + int((row > row[ids.index(next(iter(collection.qrels["test"][q])))]).sum())
+        for q, row in zip(qids, sims, strict=True)
     ]
     ndcg = sum(1 / math.log2(1 + r) if r <= 10 else 0.0 for r in ranks) / len(ranks)
     mrr = sum(1 / r if r <= 10 else 0.0 for r in ranks) / len(ranks)
