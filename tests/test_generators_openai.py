@@ -87,8 +87,10 @@ class _RecorderHandler(BaseHTTPRequestHandler):
                     "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
                 }
                 payload = json.dumps(answer).encode()
-            else:
-                payload = json.dumps({"error": f"scripted {status}"}).encode()
+            else:  # like some gateways, echo the credentials back in the error body
+                payload = json.dumps(
+                    {"error": f"scripted {status}", "auth": self.headers.get("Authorization")}
+                ).encode()
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -155,6 +157,7 @@ def test_api_key_from_env_is_sent_but_never_shown(recorder, monkeypatch):
     out = gen.generate([_req("ok"), _req("bad")])
     assert recorder.headers_seen[0]["Authorization"] == f"Bearer {secret}"
     assert out[0].ok and not out[1].ok and "401" in out[1].error
+    assert "Bearer ***" in out[1].error  # the echoed key is redacted from the server's text
     assert all(secret not in (r.error or "") + repr(r) for r in out) and secret not in repr(gen)
 
 
@@ -339,3 +342,8 @@ def test_retry_policy_helpers():
     delays = [backoff_delay(a, base=0.5, maximum=4.0, rng=rng) for a in range(6)]
     assert all(0.25 <= d <= 4.0 for d in delays) and delays[3] >= 2.0  # grows, jittered, capped
     assert backoff_delay(0, retry_after=100.0, maximum=30.0) == 30.0
+
+
+def test_lone_surrogate_fails_only_its_row(recorder):
+    out = _gen(recorder).generate([_req("fine"), _req("bad \ud800")])
+    assert out[0].ok and not out[1].ok and "UnicodeEncodeError" in out[1].error

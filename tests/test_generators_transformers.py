@@ -139,8 +139,12 @@ def test_pickle_drops_the_model(generator):
 
 def test_bad_batch_becomes_error_responses(tiny_lm):
     gen = TransformersGenerator(tiny_lm, batch_size=2)
-    out = gen.generate([ChatRequest(messages=({"role": "user"},), temperature=0.0, max_new_tokens=2)])  # no content
-    assert not out[0].ok and out[0].error
+    bad = ChatRequest(messages=({"role": "user"},), temperature=0.0, max_new_tokens=2)  # no content
+    out = gen.generate(
+        [_req("fine", temperature=0.0, max_new_tokens=2), bad, _req("also fine", temperature=0.0, max_new_tokens=2)]
+    )
+    assert out[0].ok and out[2].ok  # the batch failed, its rows were retried one by one
+    assert not out[1].ok and out[1].error
 
 
 SCHEMA = {

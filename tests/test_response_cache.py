@@ -22,7 +22,7 @@ from negsynth_hf.generators.caching import request_key
 
 
 class ScriptedGenerator:
-    """Mock LLM: answers ``echo:<last message>``; requests whose content starts with 'fail' get an error."""
+    """Mock LLM: answers ``echo:<last message>``; content starting with 'fail' gets an error, with 'refuse' a refusal."""
 
     def __init__(self, model_id: str = "mock-llm") -> None:
         self._model_id = model_id
@@ -41,6 +41,10 @@ class ScriptedGenerator:
             content = r.messages[-1]["content"]
             if content.startswith("fail"):
                 out.append(ChatResponse(text=None, error="scripted failure"))
+            elif content.startswith("refuse"):
+                out.append(ChatResponse(text="I'm sorry, I can't help with that."))
+            elif r.json_schema is not None:
+                out.append(ChatResponse(text=f'Sure! ```json\n{{"echo": "{content}"}}\n```'))
             else:
                 out.append(ChatResponse(text=f"echo:{content}", prompt_tokens=3, completion_tokens=2))
         return out
@@ -61,7 +65,17 @@ def test_hits_skip_the_inner_generator(tmp_path):
     first = gen.generate(reqs)
     assert [r.text for r in first] == ["echo:a", "echo:b", "echo:a"]
     assert not any(r.cached for r in first)
-    assert len(inner.seen) == 2 and gen.stats == {"hits": 0, "misses": 2, "calls": 1, "errors": 0, "corrupt": 0}
+    assert len(inner.seen) == 2
+    assert gen.stats == {
+        "hits": 0,
+        "misses": 2,
+        "calls": 1,
+        "errors": 0,
+        "uncached": 0,
+        "write_errors": 0,
+        "discarded": 0,
+        "corrupt": 0,
+    }
 
     rerun = CachingGenerator(ScriptedGenerator(), ResponseCache(tmp_path))  # a new process, same folder
     again = rerun.generate(reqs)
@@ -196,3 +210,36 @@ def test_generator_config_fingerprint_is_stable():
     b = Hasher.hash(GeneratorConfig(backend="openai", model="m", base_url="http://x/v1"))
     c = Hasher.hash(GeneratorConfig(backend="openai", model="m2", base_url="http://x/v1"))
     assert a == b != c
+
+
+def test_unusable_replies_are_returned_not_cached_and_discard_forgets(tmp_path):
+    inner = ScriptedGenerator()
+    gen = CachingGenerator(inner, tmp_path)
+    schema = {"type": "object"}
+    reqs = [_req("refuse-1", json_schema=schema), _req("good", json_schema=schema), _req("refuse-2")]
+    out = gen.generate(reqs)
+    assert all(r.ok for r in out) and gen.stats["uncached"] == 1  # a refusal to a JSON request is not stored
+    again = gen.generate(reqs)
+    assert [r.cached for r in again] == [False, True, True]  # fenced JSON counts as JSON; free text w/o schema too
+    assert gen.discard([reqs[1], _req("never-asked")]) == 1 and gen.stats["discarded"] == 1
+    assert not gen.generate([reqs[1]])[0].cached
+
+
+def test_cache_write_failure_keeps_the_answers(tmp_path, monkeypatch):
+    import tempfile
+
+    gen = CachingGenerator(ScriptedGenerator(), tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device (mocked)")
+
+    monkeypatch.setattr(tempfile, "mkstemp", disk_full)
+    out = gen.generate([_req("a"), _req("b")])
+    assert [r.text for r in out] == ["echo:a", "echo:b"] and gen.stats["write_errors"] == 2
+
+
+def test_lone_surrogate_costs_only_its_row(tmp_path):
+    gen = CachingGenerator(ScriptedGenerator(), tmp_path)
+    out = gen.generate([_req("ok"), _req("bad \ud800 row")])
+    assert out[0].text == "echo:ok" and out[1].text == "echo:bad \ud800 row"
+    assert gen.generate([_req("bad \ud800 row")])[0].cached  # stored (ASCII-escaped) and read back intact

@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ def request_key(request: ChatRequest, *, model_id: str, extra: dict[str, Any] | 
         "backend": extra or {},
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate in one row must not make its key (and with it the whole batch) fail
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ResponseCache:
@@ -115,7 +116,7 @@ class ResponseCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle, ensure_ascii=False, default=str)
+                json.dump(entry, handle, ensure_ascii=True, default=str)  # any str, lone surrogates included
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -127,27 +128,84 @@ class ResponseCache:
             raise
         return True
 
+    def delete(self, key: str) -> bool:
+        """Remove the entry for ``key``; returns whether one existed."""
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def __len__(self) -> int:
         return sum(1 for _ in self.directory.glob("??/*.json"))
+
+
+def _first_json_value(text: str) -> bool:
+    """Whether ``text`` holds a JSON object/array, bare or inside code fences / surrounding prose."""
+    stripped = text.strip()
+    try:
+        json.loads(stripped)
+        return True
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    for i, char in enumerate(stripped):
+        if char in "{[":
+            try:
+                decoder.raw_decode(stripped, i)
+                return True
+            except ValueError:
+                continue
+    return False
+
+
+def usable_response(request: ChatRequest, response: ChatResponse) -> bool:
+    """Default cache policy: successful, and when a JSON schema was asked for, the text contains JSON.
+
+    Refusals and free-text replies to a structured request are returned but not cached, so a rerun
+    asks again instead of replaying them. Finer rejections are the caller's: see
+    :meth:`CachingGenerator.discard`.
+    """
+    if not response.ok:
+        return False
+    return request.json_schema is None or _first_json_value(response.text or "")
 
 
 class CachingGenerator:
     """Wraps a :class:`ChatGenerator`: cache hits come back with ``cached=True`` without calling ``inner``.
 
     Misses (deduplicated by key) go to ``inner`` in one batch per call. ``stats`` counts ``hits``,
-    ``misses``, ``calls`` (batches sent to ``inner``), ``errors`` (failed responses, not cached) and
-    ``corrupt`` (unreadable entries treated as misses).
+    ``misses``, ``calls`` (batches sent to ``inner``), ``errors`` (failed responses, not cached),
+    ``uncached`` (successful but unusable replies, returned and not cached), ``write_errors`` (cache
+    writes that failed: the answer is still returned), ``discarded`` and ``corrupt`` (unreadable
+    entries treated as misses).
 
     Args:
         inner: the generator answering misses.
         cache: a :class:`ResponseCache` or a folder for one.
+        cache_if: which responses to store (default :func:`usable_response`).
     """
 
-    def __init__(self, inner: ChatGenerator, cache: ResponseCache | str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        inner: ChatGenerator,
+        cache: ResponseCache | str | os.PathLike[str],
+        *,
+        cache_if: Callable[[ChatRequest, ChatResponse], bool] = usable_response,
+    ) -> None:
         self.inner = inner
         self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+        self.cache_if = cache_if
         self._lock = threading.Lock()
-        self._stats = {"hits": 0, "misses": 0, "calls": 0, "errors": 0}
+        self._stats = {
+            "hits": 0,
+            "misses": 0,
+            "calls": 0,
+            "errors": 0,
+            "uncached": 0,
+            "write_errors": 0,
+            "discarded": 0,
+        }
 
     def __repr__(self) -> str:
         return f"CachingGenerator({self.inner!r}, {self.cache!r})"
@@ -182,17 +240,36 @@ class CachingGenerator:
         return model_id, results, pending
 
     def _store(self, requests, model_id, results, pending, answers: Sequence[ChatResponse]) -> list[ChatResponse]:
-        errors = 0
+        counts = {"errors": 0, "uncached": 0, "write_errors": 0}
+        if len(answers) != len(pending):  # a broken inner generator: answer every row with the reason
+            reason = f"{type(self.inner).__name__} returned {len(answers)} responses for {len(pending)} requests"
+            answers = [ChatResponse(text=None, error=reason) for _ in pending]
         for (key, indices), answer in zip(pending.items(), answers, strict=True):
-            if answer.ok:
-                self.cache.put(key, answer, model_id=model_id, prompt_version=requests[indices[0]].prompt_version)
+            request = requests[indices[0]]
+            if not answer.ok:
+                counts["errors"] += 1
+            elif not self.cache_if(request, answer):
+                counts["uncached"] += 1
             else:
-                errors += 1
+                try:
+                    self.cache.put(key, answer, model_id=model_id, prompt_version=request.prompt_version)
+                except Exception as err:  # disk full, read-only folder...: the answer itself is not lost
+                    counts["write_errors"] += 1
+                    logger.warning("Could not write response-cache entry %s: %s", key, err)
             for i in indices:
                 results[i] = answer
         with self._lock:
-            self._stats["errors"] += errors
+            for name, value in counts.items():
+                self._stats[name] += value
         return results  # type: ignore[return-value]
+
+    def discard(self, requests: Sequence[ChatRequest]) -> int:
+        """Forget the cached replies to ``requests`` (e.g. ones the caller rejected); returns how many existed."""
+        model_id, extra = self.inner.model_id, self._key_extra()
+        removed = sum(self.cache.delete(request_key(r, model_id=model_id, extra=extra)) for r in requests)
+        with self._lock:
+            self._stats["discarded"] += removed
+        return removed
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         requests = list(requests)

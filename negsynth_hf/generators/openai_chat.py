@@ -53,6 +53,10 @@ _TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.TransportError)
 _PERMANENT_ERRORS = (httpx.UnsupportedProtocol, httpx.InvalidURL)
 
 
+def _redact(text: str, key: str | None) -> str:
+    return text.replace(key, "***") if key and len(key) >= 4 else text
+
+
 _SSL_CONTEXT: ssl.SSLContext | None = None
 
 
@@ -143,8 +147,10 @@ class OpenAIChatGenerator:
 
     # -- request building ----------------------------------------------------------------------
 
-    def _auth_headers(self) -> dict[str, str]:
-        key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+    def _key(self) -> str | None:
+        return self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+
+    def _auth_headers(self, key: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.headers}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -200,6 +206,8 @@ class OpenAIChatGenerator:
             body = self.request_body(request)
         except Exception as err:  # e.g. a schema that is not JSON-serializable
             return ChatResponse(text=None, error=f"bad request: {type(err).__name__}: {err}")
+        key = self._key()
+        headers = self._auth_headers(key)
         start = time.perf_counter()
         error = "no attempt made"
         attempts = 0
@@ -209,7 +217,7 @@ class OpenAIChatGenerator:
             client = await slots.get()
             try:
                 try:
-                    response = await client.post(url, json=body, headers=self._auth_headers())
+                    response = await client.post(url, json=body, headers=headers)
                 except _PERMANENT_ERRORS as err:
                     error = f"{type(err).__name__}: {err}"
                     break
@@ -221,12 +229,13 @@ class OpenAIChatGenerator:
                 else:
                     if response.status_code == 200:
                         return self._parse(response, start=start, attempts=attempts)
-                    error = f"HTTP {response.status_code}: {response.text[:300]}"
+                    error = f"HTTP {response.status_code}: {_redact(response.text, key)[:300]}"
                     if not is_retryable_status(response.status_code):
                         break
                     retry_after = parse_retry_after(response.headers.get("retry-after"))
             finally:
                 slots.put_nowait(client)
+            error = _redact(error, key)  # servers and gateways may echo the Authorization header
             if attempt < self.max_retries:
                 delay = backoff_delay(
                     attempt, base=self.backoff_base, maximum=self.backoff_max, retry_after=retry_after
@@ -235,7 +244,7 @@ class OpenAIChatGenerator:
                 await asyncio.sleep(delay)
         return ChatResponse(
             text=None,
-            error=f"{error} (after {attempts} attempt(s))",
+            error=_redact(f"{error} (after {attempts} attempt(s))", key),
             latency_s=time.perf_counter() - start,
             extra={"attempts": attempts},
         )

@@ -215,6 +215,19 @@ class TransformersGenerator:
             )
         return responses
 
+    def _run_isolated(self, batch: list[ChatRequest]) -> list[ChatResponse]:
+        """One batch; if it fails, each row alone, so a bad row (e.g. untokenizable text) costs only itself."""
+        try:
+            return self._run_batch(batch)
+        except Exception as err:
+            if len(batch) > 1:
+                logger.warning(
+                    "A batch of %d failed (%s: %s); retrying its rows one by one", len(batch), type(err).__name__, err
+                )
+                return [self._run_isolated([request])[0] for request in batch]
+            logger.warning("Generation failed for one request: %s: %s", type(err).__name__, err)
+            return [ChatResponse(text=None, error=f"{type(err).__name__}: {err}")]
+
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Answer every request, in order; a failed batch yields error responses for its rows only."""
         requests = list(requests)
@@ -231,12 +244,7 @@ class TransformersGenerator:
                 for indices in groups.values():
                     for s in range(0, len(indices), self.batch_size):
                         chunk = indices[s : s + self.batch_size]
-                        try:
-                            answers = self._run_batch([requests[i] for i in chunk])
-                        except Exception as err:  # one bad batch never costs the others
-                            logger.exception("Generation failed for a batch of %d requests", len(chunk))
-                            answers = [ChatResponse(text=None, error=f"{type(err).__name__}: {err}") for _ in chunk]
-                        for i, answer in zip(chunk, answers, strict=True):
+                        for i, answer in zip(chunk, self._run_isolated([requests[i] for i in chunk]), strict=True):
                             results[i] = answer
             finally:
                 if self.num_threads:
