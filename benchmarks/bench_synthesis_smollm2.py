@@ -136,19 +136,19 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = [
         "# Synthesis with the embedded SmolLM2-135M on SciFact",
         "",
-        f"{report['rows']} real SciFact train (claim, cited abstract) pairs, profile `scientific`, no mined candidates, "
+        f"Up to {report['rows']} real SciFact train (claim, cited abstract) pairs, profile `scientific`, no mined candidates, "
         f"unconstrained decoding, temperature {report['settings']['temperature']}, "
         f"{report['settings']['threads']} torch thread(s), shared 2-core CPU (load average at start "
         f"{report['load_average_start']}). Generator `{report['model_id']}`.",
         "",
-        "| strategy | K | max_new_tokens | rows with >=1 negative | rows with >=1 unflagged | negatives/row "
+        "| strategy | rows | K | max_new_tokens | rows with >=1 negative | rows with >=1 unflagged | negatives/row "
         "| answering query (MiniLM) | LLM calls | tokens/s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["strategies"]:
         cfg = s["config"]
         lines.append(
-            f"| {s['strategy']} | {cfg['num_negatives']} | {cfg['max_new_tokens']} | {s['rows_with_negative']:.0%} "
+            f"| {s['strategy']} | {s['rows']} | {cfg['num_negatives']} | {cfg['max_new_tokens']} | {s['rows_with_negative']:.0%} "
             f"| {s['rows_with_unflagged_negative']:.0%} | {s['mean_negatives_per_row']:.2f} "
             f"| {s['share_answering_query_minilm']:.0%} of {s['negatives']} | {s['llm_calls']} "
             f"| {s['tokens_per_s']:.1f} | {s['wall_s']:.0f} |"
@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--strategies", default="query_edit,naive,counterfactual")
     ap.add_argument("--out", default=str(RESULTS / "synthesis_smollm2"))
+    ap.add_argument("--append", action="store_true", help="keep other strategies already in the output JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import os
@@ -215,6 +216,10 @@ def main() -> None:
         "settings": {"temperature": 0.2, "threads": args.threads, "batch_size": args.batch_size, "constrained": False},
         "strategies": [],
     }
+    out = Path(args.out)
+    if args.append and out.with_suffix(".json").is_file():
+        previous = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        report["strategies"] = [s for s in previous["strategies"] if s["strategy"] not in args.strategies.split(",")]
     for name in args.strategies.split(","):
         synth = Synthesizer(gen, strategy=name, profile="scientific", max_passage_chars=1200, **settings[name])
         t = time.perf_counter()
@@ -223,12 +228,12 @@ def main() -> None:
         summary = summarize(name, items, results, wall, encoder)
         summary["config"] = synth.config_dict()
         summary["results"] = [r.to_dict() for r in results]
+        summary["load_average_start"] = round(os.getloadavg()[0], 2)
         report["strategies"].append(summary)
         print(
             f"{name}: {summary['rows_with_negative']:.0%} rows, {summary['tokens_per_s']:.1f} tok/s, {wall:.0f}s",
             flush=True,
         )
-        out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         write_markdown(report, out.with_suffix(".md"))
