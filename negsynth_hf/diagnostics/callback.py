@@ -8,11 +8,12 @@ them between logging steps and adds them to the training logs as ``gap/<key>`` (
 How the values reach the logs (transformers 5.x): ``Trainer.log(logs)`` appends ``{**logs, "step": ...}``
 to ``state.log_history`` and THEN calls ``callback_handler.on_log(..., logs)``, which hands the same
 ``logs`` dict to each callback in list order. ``on_log`` here therefore (1) adds the means to ``logs`` in
-place, so every callback after this one (reporters included) sees them, and (2) adds them to the
-``log_history`` entry appended for this call. Reporters are placed BEFORE user callbacks by the Trainer,
-so use :meth:`GapDiagnosticsCallback.attach` (puts this callback first); ``trainer.add_callback`` also
-works but then integrations listed in ``report_to`` miss the values (log_history and the console still
-get them, the progress/printer callback is added after user callbacks).
+place, so every callback AFTER this one sees them, and (2) adds them to the ``log_history`` entry appended
+for this call. The Trainer orders its callbacks ``[DefaultFlowCallback, <report_to integrations>, <callbacks=
+given to the constructor>, ProgressCallback/PrinterCallback, <add_callback() later>]``, so use
+:meth:`GapDiagnosticsCallback.attach`, which moves this callback to the front: then every integration, the
+console and log_history get the values. Passed in ``callbacks=[...]`` it reaches log_history and the
+console but not the ``report_to`` integrations; added later with ``add_callback`` only log_history.
 
 Values are collected with a forward hook on the loss, so every micro-batch of gradient accumulation
 counts, not only the last one; forwards under ``torch.no_grad`` (evaluation) go to the eval accumulator.
