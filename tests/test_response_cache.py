@@ -215,12 +215,18 @@ def test_generator_config_fingerprint_is_stable():
 def test_unusable_replies_are_returned_not_cached_and_discard_forgets(tmp_path):
     inner = ScriptedGenerator()
     gen = CachingGenerator(inner, tmp_path)
-    schema = {"type": "object"}
-    reqs = [_req("refuse-1", json_schema=schema), _req("good", json_schema=schema), _req("refuse-2")]
+    schema = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
+    wrong_shape = {"type": "object", "required": ["passages"]}
+    reqs = [
+        _req("refuse-1", json_schema=schema),
+        _req("good", json_schema=schema),
+        _req("refuse-2"),
+        _req("shape", json_schema=wrong_shape),
+    ]
     out = gen.generate(reqs)
-    assert all(r.ok for r in out) and gen.stats["uncached"] == 1  # a refusal to a JSON request is not stored
+    assert all(r.ok for r in out) and gen.stats["uncached"] == 2  # refusal / wrong-shape JSON are not stored
     again = gen.generate(reqs)
-    assert [r.cached for r in again] == [False, True, True]  # fenced JSON counts as JSON; free text w/o schema too
+    assert [r.cached for r in again] == [False, True, True, False]  # fenced JSON counts; free text w/o schema too
     assert gen.discard([reqs[1], _req("never-asked")]) == 1 and gen.stats["discarded"] == 1
     assert not gen.generate([reqs[1]])[0].cached
 

@@ -140,35 +140,45 @@ class ResponseCache:
         return sum(1 for _ in self.directory.glob("??/*.json"))
 
 
-def _first_json_value(text: str) -> bool:
-    """Whether ``text`` holds a JSON object/array, bare or inside code fences / surrounding prose."""
+_NO_JSON = object()
+
+
+def _first_json_value(text: str) -> Any:
+    """The JSON value in ``text`` (bare, in code fences or after prose), or ``_NO_JSON``."""
     stripped = text.strip()
     try:
-        json.loads(stripped)
-        return True
+        return json.loads(stripped)
     except ValueError:
         pass
     decoder = json.JSONDecoder()
     for i, char in enumerate(stripped):
         if char in "{[":
             try:
-                decoder.raw_decode(stripped, i)
-                return True
+                return decoder.raw_decode(stripped, i)[0]
             except ValueError:
                 continue
-    return False
+    return _NO_JSON
 
 
 def usable_response(request: ChatRequest, response: ChatResponse) -> bool:
-    """Default cache policy: successful, and when a JSON schema was asked for, the text contains JSON.
+    """Default cache policy: successful and, when a JSON schema was asked for, the text holds JSON with the
+    schema's top-level ``required`` keys.
 
-    Refusals and free-text replies to a structured request are returned but not cached, so a rerun
-    asks again instead of replaying them. Finer rejections are the caller's: see
-    :meth:`CachingGenerator.discard`.
+    Refusals, free text and wrong-shape JSON are returned but not cached, so a rerun asks again instead
+    of replaying them. Finer rejections are the caller's: see :meth:`CachingGenerator.discard`.
     """
     if not response.ok:
         return False
-    return request.json_schema is None or _first_json_value(response.text or "")
+    schema = request.json_schema
+    if schema is None:
+        return True
+    value = _first_json_value(response.text or "")
+    if value is _NO_JSON:
+        return False
+    required = schema.get("required") if isinstance(schema, dict) else None
+    if isinstance(required, list) and required:
+        return isinstance(value, dict) and all(key in value for key in required)
+    return True
 
 
 class CachingGenerator:
