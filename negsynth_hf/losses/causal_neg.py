@@ -21,7 +21,7 @@ from sentence_transformers.util import (
 from torch import Tensor, nn
 
 from negsynth_hf.labels import decode_negative_labels
-from negsynth_hf.losses.entropy import entropy_terms, rowwise_dot
+from negsynth_hf.losses.entropy import EntropyTerms, entropy_terms, rowwise_dot
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "h_gen_norm",
@@ -44,7 +44,7 @@ class _Similarities:
     sims: Tensor  # (B, C) unscaled similarity_fct scores, in the graph (C = B_world * (1 + N), or 1 + N)
     targets: Tensor  # (B,) column of each row's own positive
     query: Tensor  # (B, D) L2-normalised local queries, in the graph
-    negatives: Tensor | None  # (B, N, D) L2-normalised own negatives, detached; None without negatives
+    negatives: Tensor | None  # (N, B, D) L2-normalised own negatives (column-major), detached; None without any
     own: Tensor  # (B, 1 + N) detached cosine of each query to its own positive and negatives
 
 
@@ -117,7 +117,10 @@ class CausalNegLoss(nn.Module):
               term asks whether similarity reveals the source, and re-weighting its softmax would let the static
               weights hide exactly the shortcut it is meant to measure and remove.
             - Returns ``{"infonce": ..., "entropy": entropy_weight * L_ent}``; the trainer sums and logs both.
-            - After each forward, ``self.last_diagnostics`` holds detached floats (keys in ``DIAGNOSTIC_KEYS``).
+            - After each forward, ``self.last_diagnostics`` gives that step's statistics as floats (keys in
+              ``DIAGNOSTIC_KEYS``; a key is absent when its statistic is undefined, e.g. no mined-mined pair). They
+              are computed on first read from detached tensors kept from the step, so steps whose diagnostics
+              nobody reads (a callback logging every k steps) pay nothing for them.
 
         Relations:
             - :class:`negsynth_hf.losses.CachedCausalNegLoss` computes the same loss with GradCache, for large
@@ -173,7 +176,8 @@ class CausalNegLoss(nn.Module):
         self.use_weights = use_weights
         self.entropy_weight = float(entropy_weight)
         self.entropy_temperature = float(entropy_temperature)
-        self.last_diagnostics: dict[str, float] = {}
+        self._diagnostics_inputs: tuple | None = None
+        self._diagnostics_cache: dict[str, float] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
         embeddings = embed_columns(self.model, sentence_features)
@@ -223,7 +227,14 @@ class CausalNegLoss(nn.Module):
             entropy = self.entropy_weight * terms.loss
         else:
             entropy = queries.new_zeros(())
-        self.last_diagnostics = self._diagnostics(sims, is_generated, valid, terms)
+        # Keep detached inputs only (no graph); the floats are computed if and when someone reads them.
+        detached = _Similarities(
+            sims=sims.own, targets=sims.targets, query=sims.query.detach(), negatives=sims.negatives, own=sims.own
+        )
+        if terms is not None:
+            terms = EntropyTerms(**{name: value.detach() for name, value in vars(terms).items()})
+        self._diagnostics_inputs = (detached, is_generated, valid, terms)
+        self._diagnostics_cache = {}
         return {"infonce": infonce, "entropy": entropy}
 
     def infonce_logits(
@@ -263,10 +274,9 @@ class CausalNegLoss(nn.Module):
                 own = sims.detach().gather(1, own_columns)
                 # (B, N, D) detached view of this device's own normalised negatives (for the diagnostics)
                 negatives_n = docs_n.detach().view(num_docs, world_batch_size, -1)[1:, offset : offset + batch_size]
-                negatives_n = negatives_n.transpose(0, 1)
             else:
                 sims = self.similarity_fct(local_queries, docs_all)
-                negatives_n = F.normalize(torch.stack(negatives, dim=1).detach(), dim=-1) if negatives else None
+                negatives_n = F.normalize(torch.stack(negatives).detach(), dim=-1) if negatives else None
         else:
             # Each query against its own positive and its own negatives only: (B, 1 + N), no B x B matrix.
             targets = torch.zeros(batch_size, dtype=torch.long, device=queries.device)
@@ -276,7 +286,7 @@ class CausalNegLoss(nn.Module):
                 docs_n = F.normalize(docs, dim=-1)
                 sims = rowwise_dot(docs_n, query_n)
                 own = sims.detach()
-                negatives_n = docs_n.detach()[:, 1:]
+                negatives_n = docs_n.detach()[:, 1:].transpose(0, 1)
             else:
                 if self.similarity_fct is dot_score:
                     sims = rowwise_dot(docs, queries)
@@ -284,16 +294,24 @@ class CausalNegLoss(nn.Module):
                     sims = torch.stack(
                         [torch.diagonal(self.similarity_fct(queries, docs[:, k])) for k in range(num_docs)], dim=1
                     )
-                negatives_n = F.normalize(docs.detach()[:, 1:], dim=-1)
+                negatives_n = F.normalize(docs.detach()[:, 1:], dim=-1).transpose(0, 1)
         if own is None:
             with torch.no_grad():
                 positive_n = F.normalize(positives, dim=-1)
                 own = (query_n.detach() * positive_n).sum(-1, keepdim=True)
                 if negatives_n is not None:
-                    own = torch.cat([own, rowwise_dot(negatives_n, query_n.detach())], 1)
+                    own = torch.cat([own, rowwise_dot(negatives_n.transpose(0, 1), query_n.detach())], 1)
         if not negatives:
             negatives_n = None
         return _Similarities(sims=sims, targets=targets, query=query_n, negatives=negatives_n, own=own)
+
+    @property
+    def last_diagnostics(self) -> dict[str, float]:
+        """Statistics of the last forward as python floats, keyed by ``DIAGNOSTIC_KEYS`` (see the class docs)."""
+        if self._diagnostics_inputs is not None:
+            self._diagnostics_cache = self._diagnostics(*self._diagnostics_inputs)
+            self._diagnostics_inputs = None
+        return self._diagnostics_cache
 
     @staticmethod
     def _entropy_scores(sims: _Similarities, negatives: list[Tensor], gen_valid: Tensor) -> Tensor:
@@ -350,9 +368,9 @@ class CausalNegLoss(nn.Module):
             q_neg = own[:, 1:]
             negatives = sims.negatives.float()
             # Per-row group sums; the generated one only over the columns that hold generated negatives (few).
-            sum_mined = (mined.unsqueeze(-1) * negatives).sum(1)  # (B, D)
+            sum_mined = (mined.T.unsqueeze(-1) * negatives).sum(0)  # (B, D), over the contiguous (N, B, D) layout
             columns = gen.bool().any(dim=0).nonzero().flatten()
-            sum_gen = (gen[:, columns].unsqueeze(-1) * negatives[:, columns]).sum(1)
+            sum_gen = (gen.T[columns].unsqueeze(-1) * negatives[columns]).sum(0)
             num_gen, num_mined = gen.sum(1), mined.sum(1)
             stats["sim_q_mined"] = ratio((q_neg * mined).sum(), num_mined.sum())
             stats["sim_q_gen"] = ratio((q_neg * gen).sum(), num_gen.sum())

@@ -36,7 +36,9 @@ def rowwise_dot(vectors: Tensor, query: Tensor) -> Tensor:
     return (vectors * query.unsqueeze(-2)).sum(-1)
 
 
-def entropy_terms(scores: Tensor, is_generated: Tensor, valid: Tensor, temperature: float = 0.1) -> EntropyTerms:
+def entropy_terms(
+    scores: Tensor, is_generated: Tensor, valid: Tensor | None = None, temperature: float = 0.1
+) -> EntropyTerms:
     """Vectorised ``L_ent`` from each query's similarities to its own negatives (the shared core).
 
     Args:
@@ -44,33 +46,34 @@ def entropy_terms(scores: Tensor, is_generated: Tensor, valid: Tensor, temperatu
             generated, any order). The caller decides what carries gradient: per method.md only the generated
             entries do (query and mined negatives detached); this function adds no detaching of its own.
         is_generated: ``(B, K)`` bool, True for generated negatives.
-        valid: ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left out of
-            the softmax and of both counts ``M`` and ``G``.
+        valid: optional ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left
+            out of the softmax and of both counts ``M`` and ``G``. None: all valid.
         temperature: ``tau_ent`` of the entropy softmax.
     """
     if not temperature > 0:
         raise ValueError(f"entropy temperature must be positive, got {temperature}.")
-    is_generated = is_generated.bool()
-    valid = valid.bool()
-    gen_valid = is_generated & valid
+    gen_valid = is_generated.bool() if valid is None else is_generated.bool() & valid.bool()
     num_gen = gen_valid.sum(dim=1)
-    num_valid = valid.sum(dim=1)
     included = num_gen > 0
-
-    # Rows left out (no valid generated negative) get a dummy all-valid softmax, so every intermediate stays
-    # finite and multiplying by `included` yields exact zeros (and zero gradients) for them.
-    softmax_valid = valid | ~included.unsqueeze(1)
-    log_p = torch.log_softmax((scores / temperature).masked_fill(~softmax_valid, float("-inf")), dim=1)
-    log_p = log_p.masked_fill(~gen_valid, 0.0)  # only generated entries are used below
+    logits = scores / temperature
+    if valid is None:
+        num_valid = torch.full_like(num_gen, scores.size(1))
+    else:
+        num_valid = valid.sum(dim=1)
+        # Rows left out (no valid generated negative) keep a dummy all-valid softmax, so every intermediate stays
+        # finite and multiplying by `included` yields exact zeros (and zero gradients) for them.
+        logits = logits.masked_fill(~(valid.bool() | ~included.unsqueeze(1)), float("-inf"))
+    # Generated entries only (where, not multiply: masked entries hold -inf); p_gen is 0 elsewhere.
+    log_p = torch.where(gen_valid, torch.log_softmax(logits, dim=1), 0.0)
     p_gen = log_p.exp() * gen_valid
     gen_mass = p_gen.sum(dim=1)
-    safe_mass = torch.where(included, gen_mass, torch.ones_like(gen_mass))
+    safe_mass = torch.where(included, gen_mass, 1.0)
 
     # p~_j = p_j / P with P = sum_G p, so H_gen = -sum_j p~_j log p~_j = log P - (sum_G p log p) / P
     h_gen = safe_mass.log() - (p_gen * log_p).sum(dim=1) / safe_mass
 
-    expected = num_gen.to(gen_mass.dtype) / num_valid.clamp(min=1).to(gen_mass.dtype)
-    per_row = -h_gen + (gen_mass - expected) ** 2
+    expected = num_gen.to(scores.dtype) / num_valid.clamp(min=1)
+    per_row = (gen_mass - expected).square() - h_gen
 
     num_included = int(included.sum())
     if num_included == 0:
@@ -134,24 +137,26 @@ def query_view_entropy(
             f"{generated.size(0)}."
         )
     num_mined, num_gen = mined.size(1), generated.size(1)
-    mined = mined.reshape(batch, num_mined, query.size(1))
     device = query.device
-    if mined_mask is None:
-        mined_mask = torch.ones(batch, num_mined, dtype=torch.bool, device=device)
-    if generated_mask is None:
-        generated_mask = torch.ones(batch, num_gen, dtype=torch.bool, device=device)
-    if tuple(mined_mask.shape) != (batch, num_mined) or tuple(generated_mask.shape) != (batch, num_gen):
-        raise ValueError(
-            f"mined_mask must be ({batch}, {num_mined}) and generated_mask ({batch}, {num_gen}); got "
-            f"{tuple(mined_mask.shape)} and {tuple(generated_mask.shape)}."
-        )
+    for name, mask, size in (("mined_mask", mined_mask, num_mined), ("generated_mask", generated_mask, num_gen)):
+        if mask is not None and tuple(mask.shape) != (batch, size):
+            raise ValueError(f"{name} must have shape ({batch}, {size}), got {tuple(mask.shape)}.")
+    valid = None
+    if mined_mask is not None or generated_mask is not None:
+        valid = torch.cat(
+            [
+                torch.ones(batch, num_mined, dtype=torch.bool, device=device) if mined_mask is None else mined_mask,
+                torch.ones(batch, num_gen, dtype=torch.bool, device=device)
+                if generated_mask is None
+                else generated_mask,
+            ],
+            dim=1,
+        ).bool()
     # Stop-gradient on the query and on mined negatives: only generated negatives get gradient.
     query = query.detach()
     with torch.no_grad():
         mined_scores = rowwise_dot(mined, query)
     generated_scores = rowwise_dot(generated, query)
     scores = torch.cat([mined_scores, generated_scores], dim=1)
-    is_generated = torch.zeros(batch, num_mined + num_gen, dtype=torch.bool, device=device)
-    is_generated[:, num_mined:] = True
-    valid = torch.cat([mined_mask.bool(), generated_mask.bool()], dim=1)
+    is_generated = (torch.arange(num_mined + num_gen, device=device) >= num_mined).expand(batch, -1)
     return entropy_terms(scores, is_generated, valid, temperature).loss
