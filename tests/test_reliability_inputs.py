@@ -275,12 +275,6 @@ def test_truncation_is_recorded_in_provenance(server):
     assert any("trunc" in note or "cut" in note for note in provenance(out)[0]["notes"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (generators/caching.py request_key, openai_chat.py request body): a lone surrogate in ONE row "
-    "raises UnicodeEncodeError while building the cache key, so EVERY row of the batch fails; it should cost "
-    "only that row (or be sanitized, e.g. escape_data replacing lone surrogates with U+FFFD).",
-)
 def test_lone_surrogate_costs_at_most_its_own_row(server, tmp_path):
     cached = CachingGenerator(OpenAIChatGenerator(server.base_url, model="fault-model", api_key_env=None), tmp_path)
     items = [
