@@ -120,6 +120,36 @@ class BuildResult:
     def __getitem__(self, name: str) -> Any:
         return self.configs[name]
 
+    def training_dataset(self, *, num_mined: int | None = None, num_generated: int | None = None) -> Any:
+        """The ``train`` config with only the first ``num_mined`` mined and ``num_generated`` generated columns.
+
+        Columns are renumbered ``negative_1..`` and the label column re-encoded, so one expensive build serves
+        several ablations (e.g. ``num_generated=0`` for the mined-only baseline on the very same mined negatives).
+        """
+        m = self.num_mined if num_mined is None else num_mined
+        g = self.num_generated if num_generated is None else num_generated
+        if not (0 <= m <= self.num_mined and 0 <= g <= self.num_generated):
+            raise ValueError(
+                f"num_mined must be in [0, {self.num_mined}] and num_generated in [0, {self.num_generated}]."
+            )
+        if (m, g) == (self.num_mined, self.num_generated):
+            return self.train
+        n_all = self.num_mined + self.num_generated
+        keep = list(range(m)) + list(range(self.num_mined, self.num_mined + g))
+
+        def select(batch: dict[str, list]) -> dict[str, list]:
+            out = {"anchor": batch["anchor"], "positive": batch["positive"]}
+            for new, old in enumerate(keep, start=1):
+                out[f"negative_{new}"] = batch[f"negative_{old + 1}"]
+            if keep:
+                out[LABEL_COLUMN] = [
+                    encode_negative_labels([lab[j] for j in keep], [lab[n_all + j] > 0.5 for j in keep])
+                    for lab in batch[LABEL_COLUMN]
+                ]
+            return out
+
+        return self.train.map(select, batched=True, remove_columns=self.train.column_names, desc="select negatives")
+
     def to_markdown(self) -> str:
         head = (
             f"## Built dataset: {len(self.train):,} rows, {self.num_mined} mined + {self.num_generated} generated "
@@ -218,18 +248,30 @@ def _load_retriever(retriever: Any) -> tuple[Any, str, str | None]:
     return retriever, name or type(retriever).__name__, name
 
 
-def _encode(model: Any, texts: Sequence[str], *, batch_size: int, show_progress_bar: bool) -> dict[str, np.ndarray]:
-    unique = list(dict.fromkeys(t for t in texts if t))
-    if not unique:
-        return {}
-    emb = model.encode(
-        unique,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=show_progress_bar,
-    )
-    return dict(zip(unique, np.asarray(emb, dtype=np.float32), strict=True))
+def _encode(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    known: dict[str, np.ndarray],
+    query: bool,
+    batch_size: int,
+    show_progress_bar: bool,
+) -> dict[str, np.ndarray]:
+    """Normalized embeddings of ``texts`` (queries with ``encode_query``, documents with ``encode_document``),
+    reusing ``known`` ones (what mining already computed)."""
+    out = {t: known[t] for t in texts if t in known}
+    todo = list(dict.fromkeys(t for t in texts if t and t not in out))
+    if todo:
+        encode = getattr(model, "encode_query" if query else "encode_document", model.encode)
+        emb = encode(
+            todo,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress_bar,
+        )
+        out.update(zip(todo, np.asarray(emb, dtype=np.float32), strict=True))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -353,6 +395,8 @@ def build_dataset(
 
     # 2. mine -----------------------------------------------------------------------------------------------
     mined_texts: list[list[str]] = [[] for _ in range(n)]
+    known_q: dict[str, np.ndarray] = {}
+    known_d: dict[str, np.ndarray] = {}
     mined_log = ""
     mining_counts = {"rows_mined_short": 0, "rows_mined_empty": 0}
     if m > 0:
@@ -379,6 +423,7 @@ def build_dataset(
                 verbose=False,
             )
         mined_texts, mined_log = mined.negatives, mined.log
+        known_q, known_d = mined.query_embeddings, mined.document_embeddings
         mining_counts = {"rows_mined_short": mined.rows_short, "rows_mined_empty": mined.rows_empty}
 
     # 3. synthesize ------------------------------------------------------------------------------------------
@@ -437,8 +482,11 @@ def build_dataset(
     # 4. embed + verify ----------------------------------------------------------------------------------------
     all_gen = [(i, k, t) for i in range(n) for k, t in enumerate(generated[i])]
     with timer.stage("embed"):
-        texts = anchors + positives + [t for row in mined_texts for t in row] + [t for _, _, t in all_gen]
-        emb = _encode(model, texts, batch_size=encode_batch_size, show_progress_bar=show_progress_bar)
+        qemb = _encode(model, anchors, known=known_q, query=True, batch_size=encode_batch_size, show_progress_bar=False)
+        docs = positives + [t for row in mined_texts for t in row] + [t for _, _, t in all_gen]
+        emb = _encode(
+            model, docs, known=known_d, query=False, batch_size=encode_batch_size, show_progress_bar=show_progress_bar
+        )
     from negsynth_hf.verify import verify_negatives
 
     with timer.stage("verify"):
@@ -449,8 +497,8 @@ def build_dataset(
             dim = next(iter(emb.values())).shape[0]
             zeros = np.zeros(dim, dtype=np.float32)
 
-            def stack(values: Sequence[str]) -> np.ndarray:
-                return np.stack([emb.get(v, zeros) for v in values])
+            def stack(values: Sequence[str], table: dict[str, np.ndarray] = emb) -> np.ndarray:
+                return np.stack([table.get(v, zeros) for v in values])
 
             gq = [anchors[i] for i, _, _ in all_gen]
             gp = [positives[i] for i, _, _ in all_gen]
@@ -459,7 +507,7 @@ def build_dataset(
                 gq,
                 gp,
                 gt,
-                embeddings=(stack(gq), stack(gp), stack(gt)),
+                embeddings=(stack(gq, qemb), stack(gp), stack(gt)),
                 absolute_margin=guard_abs,
                 relative_margin=guard_rel,
                 judges=judges if false_negative_guard else (),
@@ -469,9 +517,11 @@ def build_dataset(
             verification, gen_valid = None, np.zeros(0, dtype=bool)
 
     def sim(a: str, b: str) -> float:
-        if a not in emb or b not in emb:
+        """Cosine of a query (``qemb``) or document (``emb``) ``a`` with document ``b``."""
+        left = qemb.get(a) if a in qemb else emb.get(a)
+        if left is None or b not in emb:
             return float("nan")
-        return float(np.dot(emb[a], emb[b]))
+        return float(np.dot(left, emb[b]))
 
     # 5. weight -------------------------------------------------------------------------------------------------
     from negsynth_hf.weighting import hardness_percentile

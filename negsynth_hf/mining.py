@@ -9,8 +9,11 @@ it still leaves out (no valid negative at all) get an empty list; every shortfal
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +39,8 @@ class MiningResult:
     rows_empty: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     log: str = ""
+    query_embeddings: dict[str, Any] = field(default_factory=dict)
+    document_embeddings: dict[str, Any] = field(default_factory=dict)
 
 
 def mine_negatives(
@@ -82,6 +87,10 @@ def mine_negatives(
     }
     slim = pairs.select_columns([anchor_column, positive_column])
     buffer = io.StringIO()
+    # mine_hard_negatives only returns texts; with a cache folder it also saves the embeddings it computed,
+    # which we read back so later stages never re-embed the corpus (a temporary folder when caching is off)
+    tmp = None if cache_folder else tempfile.TemporaryDirectory(prefix="negsynth-mine-")
+    folder = cache_folder or tmp.name  # type: ignore[union-attr]
     with contextlib.redirect_stdout(buffer) if not verbose else contextlib.nullcontext():
         mined = mine_hard_negatives(
             slim,
@@ -94,7 +103,7 @@ def mine_negatives(
             batch_size=batch_size,
             use_faiss=False,
             verbose=True,
-            cache_folder=cache_folder,
+            cache_folder=folder,
             **{k: v for k, v in settings.items() if k not in ("use_faiss",)},
         )
     found: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
@@ -111,7 +120,15 @@ def mine_negatives(
         empty += not negs
         negatives.append(negs)
         scores_out.append(scs)
+    queries = list(dict.fromkeys(pairs[anchor_column]))
+    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
+    query_emb = _read_cached(folder, "query", model, queries)
+    doc_emb = _read_cached(folder, "corpus", model, docs)
+    if tmp is not None:
+        tmp.cleanup()
     return MiningResult(
+        query_embeddings=query_emb,
+        document_embeddings=doc_emb,
         negatives=negatives,
         scores=scores_out,
         num_negatives=num_negatives,
@@ -120,3 +137,22 @@ def mine_negatives(
         settings=settings,
         log=buffer.getvalue(),
     )
+
+
+def _read_cached(folder: str, kind: str, model: Any, texts: list[str]) -> dict[str, Any]:
+    """Embeddings ``mine_hard_negatives`` cached for ``texts`` (its own file-name recipe), or ``{}`` if absent.
+
+    The recipe is an implementation detail of sentence-transformers: if it ever changes, the file is not
+    found (or has the wrong shape) and callers simply embed again.
+    """
+    import numpy as np
+
+    model_name = getattr(getattr(model, "model_card_data", None), "base_model", None) or ""
+    digest = hashlib.sha256(repr((model_name, None, None, texts)).encode(), usedforsecurity=False).hexdigest()
+    path = os.path.join(folder, f"{kind}_embeddings_{digest}.npy")
+    if not os.path.isfile(path):
+        return {}
+    emb = np.load(path)
+    if emb.shape[0] != len(texts):
+        return {}
+    return dict(zip(texts, emb.astype(np.float32), strict=True))

@@ -141,3 +141,33 @@ def test_save_load_roundtrip_and_markdown(tiny_model, tmp_path):
     for key in ("probe_auc_before", "probe_auc_after", "generated_filled", "synthesize"):
         assert key in md
     assert set(result.to_dataset_dict()) == {"train", "provenance"}
+
+
+def test_training_dataset_subsets_columns_and_labels(tiny_model, tmp_path):
+    result = _build(tiny_model, tmp_path, num_mined=3, num_generated=2)
+    sub = result.training_dataset(num_mined=1, num_generated=1)
+    assert sub.column_names == ["anchor", "positive", "negative_1", "negative_2", LABEL_COLUMN]
+    for full, small in zip(result.train, sub, strict=True):
+        assert small["negative_1"] == full["negative_1"] and small["negative_2"] == full["negative_4"]
+        lab = full[LABEL_COLUMN]
+        assert small[LABEL_COLUMN] == [lab[0], lab[3], 0.0, 1.0]
+    mined_only = result.training_dataset(num_generated=0)
+    assert mined_only.column_names[-1] == LABEL_COLUMN and len(mined_only.column_names) == 2 + 3 + 1
+    assert result.training_dataset() is result.train
+    with pytest.raises(ValueError):
+        result.training_dataset(num_mined=4)
+
+
+def test_mining_keeps_every_row_and_returns_its_embeddings(tiny_model):
+    from negsynth_hf.mining import mine_negatives
+
+    data = Dataset.from_dict(pairs(6))
+    docs = corpus(20)
+    mined = mine_negatives(data, model=tiny_model, num_negatives=3, corpus=docs, relative_margin=0.0)
+    assert len(mined.negatives) == 6 and all(len(n) <= 3 for n in mined.negatives)
+    assert mined.rows_short == sum(len(n) < 3 for n in mined.negatives)
+    for negs, scores in zip(mined.negatives, mined.scores, strict=True):
+        assert len(negs) == len(scores) and scores == sorted(scores, reverse=True)
+    # the embeddings mining computed are handed back, so build_dataset never re-embeds the corpus
+    assert set(mined.document_embeddings) == set(docs) | set(data["positive"])
+    assert set(mined.query_embeddings) == set(data["anchor"])
