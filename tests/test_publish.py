@@ -6,6 +6,7 @@ HfApi methods are replaced by recording mocks (``RecordingHfApi``): no test touc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +157,16 @@ def test_staged_dataset_round_trips_and_trains_with_causalneg(tmp_path, tiny_mod
     SentenceTransformerTrainer(model=model, args=args, train_dataset=ntuple, loss=loss).train()
     assert loss.last_diagnostics  # the loss saw generated flags from the labels column
     assert "masked_fraction" in loss.last_diagnostics
+
+
+def test_restaging_changed_data_is_not_served_from_the_datasets_cache(tmp_path):
+    """datasets caches local folders by basename: a rebuilt staging must still load its own rows."""
+    first = stage_dataset(built_dataset(12), tmp_path / "dataset", repo_id="me/ds")
+    assert len(load_dataset(str(first), "n-tuple", split="train")) == 12
+    second = stage_dataset(built_dataset(8), tmp_path / "dataset", repo_id="me/ds")
+    assert second != first and not first.exists()
+    assert len(load_dataset(str(second), "n-tuple", split="train")) == 8
+    assert [p.name for p in tmp_path.iterdir()] == [second.name]
 
 
 def test_dataset_card_metadata(tmp_path):
@@ -360,7 +371,8 @@ def test_publish_dry_run_uploads_nothing(tmp_path, monkeypatch, trained_dir):
     staging, recorder, created_with = _run_publish(tmp_path, monkeypatch, trained_dir, "--dry_run")
     assert recorder.calls == [] and created_with == []
     assert [t.repo_id.split("/")[0] for t in staging.targets] == ["your-hf-username"] * 3
-    assert (tmp_path / "run" / "publish" / "dataset" / "n-tuple").is_dir()
+    assert (Path(staging.targets[0].folder) / "n-tuple").is_dir()
+    assert Path(staging.targets[0].folder).parent == tmp_path / "run" / "publish"
 
 
 def test_publish_without_repo_ids_is_a_config_error(tmp_path, monkeypatch, trained_dir):

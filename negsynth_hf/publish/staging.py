@@ -2,7 +2,7 @@
 
 ::
 
-    <staging>/dataset/   README.md + n-tuple/, triplet/, provenance/ parquet shards  -> dataset repo
+    <staging>/dataset-<hash>/  README.md + n-tuple/, triplet/, provenance/ parquet shards  -> dataset repo
     <staging>/model/     merged standalone SentenceTransformer + README.md         -> model repo
     <staging>/adapter/   LoRA adapter (SentenceTransformer folder) + README.md     -> model repo "<model>-lora"
     <staging>/upload_plan.json   which folder goes to which repo (not uploaded)
@@ -13,6 +13,7 @@ Parquet shards are written here rather than with ``push_to_hub`` because ``push_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -126,10 +127,18 @@ def stage_dataset(
     source_name: str | None = None,
     pretty_name: str | None = None,
 ) -> Path:
-    """Write the dataset repo: README.md (card with configs YAML) and one parquet folder per config."""
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
+    """Write the dataset repo: README.md (card with configs YAML) and one parquet folder per config.
+
+    The folder is named ``<folder>-<content hash>`` (returned): ``datasets`` caches a local folder's configs
+    under its BASENAME only, so ``load_dataset(".../dataset", "n-tuple")`` after a rebuild would silently
+    return the previous build's rows (same symptom as benchflow-ai/benchflow#861). Older stagings next to it
+    are removed.
+    """
+    target = Path(folder)
+    for old in [target, *target.parent.glob(f"{target.name}-*")]:
+        if old.is_dir():
+            shutil.rmtree(old)
+    folder = target.parent / f"{target.name}.partial"
     folder.mkdir(parents=True)
     n_tuple = training_view(built.train)
     triplet, dropped = triplet_view(n_tuple, built.provenance)
@@ -164,7 +173,18 @@ def stage_dataset(
         source_name=source_name,
     )
     card.save(str(folder / "README.md"))
-    return folder
+    final = target.parent / f"{target.name}-{folder_digest(folder)[:12]}"
+    folder.rename(final)
+    return final
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes (stable across machines)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def rewrite_adapter_base(folder: str | Path, base_model_id: str) -> list[Path]:
