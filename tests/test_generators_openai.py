@@ -347,3 +347,38 @@ def test_retry_policy_helpers():
 def test_lone_surrogate_fails_only_its_row(recorder):
     out = _gen(recorder).generate([_req("fine"), _req("bad \ud800")])
     assert out[0].ok and not out[1].ok and "UnicodeEncodeError" in out[1].error
+
+
+def test_asyncio_run_per_batch_leaks_no_connections(recorder, tmp_path):
+    """What a datasets transform does: asyncio.run(...) per batch, never calling aclose()."""
+    from negsynth_hf.generators import CachingGenerator
+
+    def sockets() -> int:
+        fd_dir = Path("/proc/self/fd")
+        if not fd_dir.is_dir():
+            pytest.skip("needs /proc")
+        count = 0
+        for fd in fd_dir.iterdir():
+            try:
+                count += os.readlink(fd).startswith("socket:")
+            except OSError:
+                pass
+        return count
+
+    gen = _gen(recorder, max_concurrency=4)
+    asyncio.run(gen.agenerate([_req("warm")]))
+    before = sockets()
+    for batch in range(5):
+        out = asyncio.run(gen.agenerate([_req(f"b{batch}-{i}") for i in range(6)]))
+        assert all(r.ok for r in out)
+    assert len(gen._loops) == 0  # every loop's pool was closed at its shutdown
+    assert sockets() - before <= 0
+
+    cached = CachingGenerator(_gen(recorder), tmp_path)
+
+    async def explicit_close():
+        await cached.inner.agenerate([_req("x")])
+        await cached.aclose()  # forwarded to the HTTP generator
+        return len(cached.inner._loops)
+
+    assert asyncio.run(explicit_close()) == 0

@@ -273,6 +273,12 @@ class CachingGenerator:
                 self._stats[name] += value
         return results  # type: ignore[return-value]
 
+    async def aclose(self) -> None:
+        """Forward to ``inner.aclose()`` when the inner generator has one (HTTP clients)."""
+        closer = getattr(self.inner, "aclose", None)
+        if closer is not None:
+            await closer()
+
     def discard(self, requests: Sequence[ChatRequest]) -> int:
         """Forget the cached replies to ``requests`` (e.g. ones the caller rejected); returns how many existed."""
         model_id, extra = self.inner.model_id, self._key_extra()

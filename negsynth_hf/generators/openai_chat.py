@@ -189,16 +189,38 @@ class OpenAIChatGenerator:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits, verify=_ssl_context())
 
-    def _slots(self) -> asyncio.Queue:
-        """The running loop's pool of ``max_concurrency`` clients; taking one is taking a concurrency slot."""
+    async def _slots(self) -> asyncio.Queue:
+        """The running loop's pool of ``max_concurrency`` clients; taking one is taking a concurrency slot.
+
+        Pools live per event loop and are closed when that loop shuts down (``asyncio.run`` finalizes async
+        generators before closing the loop, and a guard generator holds the pool), so a caller that runs
+        ``asyncio.run(...)`` per batch leaks no connections.
+        """
         loop = asyncio.get_running_loop()
-        slots = self._loops.get(loop)
-        if slots is None:
-            slots = asyncio.Queue()
+        state = self._loops.get(loop)
+        if state is None:
+            for stale in [other for other in list(self._loops) if other.is_closed()]:
+                self._loops.pop(stale, None)  # closed without finalizing async generators: drop the references
+            slots: asyncio.Queue = asyncio.Queue()
             for _ in range(self.max_concurrency):
                 slots.put_nowait(self._new_client())
-            self._loops[loop] = slots
-        return slots
+            guard = self._close_at_shutdown(loop, slots)
+            await guard.__anext__()
+            state = (slots, guard)
+            self._loops[loop] = state
+        return state[0]
+
+    async def _close_at_shutdown(self, loop: asyncio.AbstractEventLoop, slots: asyncio.Queue):
+        try:
+            yield
+        finally:
+            state = self._loops.get(loop) if self._loops is not None else None
+            if state is not None and state[0] is slots:
+                self._loops.pop(loop, None)
+            clients = []
+            while not slots.empty():
+                clients.append(slots.get_nowait())
+            await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
 
     async def _one(self, slots: asyncio.Queue, request: ChatRequest) -> ChatResponse:
         url = f"{self.base_url}/chat/completions"
@@ -272,16 +294,14 @@ class OpenAIChatGenerator:
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Send all requests concurrently (at most ``max_concurrency`` in flight); results in order."""
-        slots = self._slots()
+        slots = await self._slots()
         return list(await asyncio.gather(*(self._one(slots, r) for r in requests)))
 
     async def aclose(self) -> None:
-        """Close the HTTP clients of the running event loop (optional; clients are per loop)."""
-        slots = self._loops.pop(asyncio.get_running_loop(), None)
-        clients = []
-        while slots is not None and not slots.empty():
-            clients.append(slots.get_nowait())
-        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+        """Close the running event loop's HTTP clients now (otherwise they close when the loop shuts down)."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state[1].aclose()
 
     async def _generate_and_close(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         try:
