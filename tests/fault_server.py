@@ -524,7 +524,11 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - exercised
             sys.stdin.read()  # serve until the parent closes our stdin (or kills us)
         except KeyboardInterrupt:
             pass
-        print(f"REQUESTS {server.count()} CONNECTIONS {server.connections_total}", flush=True)
+        print(
+            f"REQUESTS {server.count()} CONNECTIONS {server.connections_total} OPEN {server.connections_open} "
+            f"MAX_OPEN {server.max_connections_open} MAX_IN_FLIGHT {server.max_in_flight}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
