@@ -183,7 +183,9 @@ class CausalNegLoss(nn.Module):
         embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels)
 
-    def negative_weights(self, labels: Tensor | None, num_negatives: int, batch_size: int, device: torch.device):
+    def negative_weights(
+        self, labels: Tensor | None, num_negatives: int, batch_size: int, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         """Per-negative ``(weights, is_generated)``, both ``(batch, num_negatives)``, from the label column.
 
         Without labels: all weights 1, and the trailing ``num_generated`` columns (if set) are generated.
