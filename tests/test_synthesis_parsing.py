@@ -115,6 +115,7 @@ def test_generation_schema_violation_names_the_field():
         ("25% of SIDS deaths happen in newborns aged less than 6 months.", ("10%", "25%")),
         ("10% of SIDS deaths happen in toddlers aged less than 6 months.", ("newborns", "toddlers")),
         ("10% of SIDS deaths happen in newborns aged more than 6 months", ("less", "more")),  # punctuation ignored
+        ("10% of SIDS deaths do not happen in newborns aged less than 6 months.", ("", "do not")),  # inside: ok
     ],
 )
 def test_one_place_edits_accepted(edited, span):
@@ -131,6 +132,10 @@ def test_one_place_edits_accepted(edited, span):
         ("Smoking during pregnancy is the leading cause of SIDS in most countries.", "separate places"),
         ("10% of SIDS deaths happen among infants whose parents smoke heavily at home daily.", "consecutive words"),
         ("", "empty"),
+        # seen from SmolLM2: a label glued in front of the unchanged claim is not an edit
+        ('The original text is: "10% of SIDS deaths happen in newborns aged less than 6 months.', "only adds words"),
+        ("10% of SIDS deaths happen in newborns aged less than 6 months, in Sweden.", "only adds words"),
+        ("10% of SIDS deaths happen in newborns.", "only deletes words"),
     ],
 )
 def test_one_place_edits_rejected(edited, reason):
@@ -148,6 +153,17 @@ def test_apply_replacement_and_plain_edits():
     assert plain_edit("Edited claim: Aspirin raises the risk of stroke in adults.", q) == (
         "Aspirin raises the risk of stroke in adults."
     )
+
+
+def test_plain_query_strips_labels_and_numbering():
+    claim = "50% of patients have activated markers."
+    for reply in (
+        f'The original sentence is: "{claim}',
+        f"1. {claim}",
+        f"The original: {claim}",
+        f"Edited claim: {claim}",
+    ):
+        assert plain_query(reply) == claim
 
 
 def test_plain_text_fallbacks():

@@ -18,10 +18,12 @@ from .parsing import looks_like_refusal, strip_think
 _WORD = re.compile(r"\w+(?:[.,'\-/]\w+)*%?")
 _FENCE = re.compile(r"```[a-zA-Z]*\n?(.*?)```", re.DOTALL)
 _LABEL = re.compile(
-    r"^\s*(?:here(?:'s| is| are)\b[^:\n]*:|(?:the\s+)?(?:edited|new|modified|rewritten|changed)\s+"
-    r"(?:query|claim|question|version)\s*:|(?:passage|answer|output|abstract|response)\s*:)\s*",
+    r"^\s*(?:here(?:'s| is| are)\b[^:\n]*:|(?:the\s+)?(?:original|edited|new|modified|rewritten|changed)\s*"
+    r"(?:text|sentence|query|claim|question|version)?(?:\s+is)?\s*:|(?:passage|answer|output|abstract|response)\s*:)\s*",
     re.IGNORECASE,
 )
+
+_NUMBERING = re.compile(r"^\s*\d{1,2}[.)]\s+")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,12 @@ def diff_one_place(original: str, edited: str, *, max_edit_ratio: float = 0.4, m
         raise ValueError(
             f"the edit changes {len(ops)} separate places; change exactly one detail and copy every other word"
         )
-    _, i1, i2, j1, j2 = ops[0]
+    tag, i1, i2, j1, j2 = ops[0]
+    if tag == "delete":
+        raise ValueError("the edit only deletes words; replace one detail with a different value instead")
+    if tag == "insert" and i1 in (0, len(a)):
+        # a label ("The original text is: ...") or an appended clause, not a changed detail
+        raise ValueError("the edit only adds words before or after the query; change one detail inside it instead")
     changed = max(i2 - i1, j2 - j1)
     limit = max(min_span, math.ceil(max_edit_ratio * len(a)))
     if changed > limit:
@@ -85,7 +92,8 @@ def plain_edit(text: str, query: str) -> str | None:
     body = plain_text(text)
     if body is None:
         return None
-    m = re.search(r"original\W{0,3}\s*[:=]\s*(.+?)\s*[,;\n]\s*\W{0,3}replacement\W{0,3}\s*[:=]\s*(.+)", body, re.I)
+    raw, _ = strip_think(text)
+    m = re.search(r"original\W{0,3}\s*[:=]\s*(.+?)\s*[,;\n]\s*\W{0,3}replacement\W{0,3}\s*[:=]\s*(.+)", raw, re.I)
     if m:
         try:
             return apply_replacement(query, m[1], m[2].splitlines()[0])
@@ -120,7 +128,7 @@ def plain_query(text: str) -> str | None:
     if body is None:
         return None
     for line in body.splitlines():
-        line = _LABEL.sub("", line.strip(), count=1)
+        line = _NUMBERING.sub("", _LABEL.sub("", line.strip(), count=1), count=1)
         if "->" in line:
             line = line.rsplit("->", 1)[1]
         line = line.strip().strip('"').strip("“”").strip()
