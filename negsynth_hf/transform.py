@@ -17,6 +17,7 @@ its input columns, has empty generated columns, and says why in its provenance.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -39,12 +40,26 @@ def _package_version() -> str:
     return __version__
 
 
-def _prompt_version() -> str:
+def _prompt_version(strategy: str) -> str:
     try:
-        from negsynth_hf.synthesis import PROMPT_VERSION
+        from negsynth_hf.synthesis import PROMPT_VERSIONS
     except ImportError:  # synthesis not importable: keep the transform hashable and say so at call time
         return "unavailable"
-    return str(PROMPT_VERSION)
+    return str(PROMPT_VERSIONS[strategy])
+
+
+def _synthesis_signature(strategy: str, profile: Any) -> str:
+    """Content hash of what shapes the LLM output besides our own fields: prompt version, stage schemas, profile.
+
+    Part of the hashed state, so editing a prompt, a schema or a built-in profile changes the fingerprint.
+    """
+    try:
+        from negsynth_hf.synthesis import get_profile
+        from negsynth_hf.synthesis.synthesizer import _schemas_hash
+    except ImportError:
+        return "unavailable"
+    blob = json.dumps([_prompt_version(strategy), _schemas_hash(), get_profile(profile).hash])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def generator_description(generator: Any) -> dict[str, Any]:
@@ -135,7 +150,8 @@ class CounterfactualNegatives:
         self.output_prefix = output_prefix
         self.provenance_column = provenance_column
         self.concurrency = concurrency
-        self.prompt_version = _prompt_version()
+        self.prompt_version = _prompt_version(strategy)
+        self.synthesis_signature = _synthesis_signature(strategy, profile)
         self.package_version = _package_version()
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -159,6 +175,7 @@ class CounterfactualNegatives:
         "provenance_column",
         "concurrency",
         "prompt_version",
+        "synthesis_signature",
         "package_version",
     )
 
@@ -197,6 +214,7 @@ class CounterfactualNegatives:
             "max_attempts": self.max_attempts,
             "seed": self.seed,
             "prompt_version": self.prompt_version,
+            "synthesis_signature": self.synthesis_signature,
             "package_version": self.package_version,
             "columns": {
                 "query": self.query_column,

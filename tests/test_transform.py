@@ -68,7 +68,7 @@ def test_output_columns_provenance_and_candidates():
     assert all(out["generated_1"]) and all(out["generated_2"])
     record = json.loads(out[PROVENANCE_COLUMN][0])
     assert record["failure_reason"] is None
-    assert record["model_id"] == "scripted-naive" and record["prompt_version"] == "naive-v1"
+    assert record["model_id"] == "scripted-naive" and record["prompt_version"] == transform.prompt_version
     assert [n["column"] for n in record["negatives"]] == ["generated_1", "generated_2"]
     assert {"violated_requirement", "strategy_type", "explanation", "flags", "rewrote_candidate"} <= set(
         record["negatives"][0]
@@ -154,3 +154,19 @@ def test_batch_level_error_is_recorded_per_row():
     out = Exploding(ScriptedSpec(), strategy="naive", num_generated=2)(pairs(3))
     assert out["generated_1"] == ["", "", ""]
     assert all("backend down" in json.loads(r)["failure_reason"] for r in out[PROVENANCE_COLUMN])
+
+
+def test_hash_follows_prompt_version_and_profile():
+    from negsynth_hf.synthesis import PROMPT_VERSIONS, get_profile
+
+    a = _transform()
+    assert a.prompt_version == PROMPT_VERSIONS["naive"] and a.synthesis_signature not in ("", "unavailable")
+    b = CounterfactualNegatives(ScriptedSpec(), strategy="query_edit", num_generated=2)
+    assert b.prompt_version == PROMPT_VERSIONS["query_edit"] and Hasher.hash(a) != Hasher.hash(b)
+
+    other = get_profile("generic")
+    custom = type(other)(**{**other.to_dict(), "style": other.style + " Short sentences."})
+    c = _transform(profile=custom)
+    assert c.synthesis_signature != a.synthesis_signature and Hasher.hash(c) != Hasher.hash(a)
+    with pytest.raises(ValueError):
+        _transform(profile="no-such-profile")
