@@ -132,6 +132,32 @@ def _flag_counts(results: list[SynthesisResult]) -> dict[str, int]:
     return counts
 
 
+def revalidate_query_edits(summary: dict, items: list[SynthesisInput]) -> None:
+    """Re-apply the CURRENT one-place check to the edits a (possibly older) run accepted.
+
+    The 20-row query_edit run predates the fix that rejects labels glued in front of the claim; this
+    records which of its accepted edits the fixed check still accepts, without re-running the LLM.
+    """
+    from negsynth_hf.synthesis import diff_one_place
+
+    kept_rows, kept = 0, 0
+    for item, res in zip(items, summary["results"], strict=True):
+        ok = 0
+        for neg in res["negatives"]:
+            try:
+                diff_one_place(item.query, neg["edited_query"])
+                ok += 1
+            except ValueError:
+                pass
+        kept += ok
+        kept_rows += ok > 0
+    summary["revalidated_with_current_check"] = {
+        "rows_with_negative": kept_rows / len(items),
+        "negatives": kept,
+        "of_negatives": sum(len(r["negatives"]) for r in summary["results"]),
+    }
+
+
 def write_markdown(report: dict, path: Path) -> None:
     lines = [
         "# Synthesis with the embedded SmolLM2-135M on SciFact",
@@ -162,6 +188,14 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     for s in report["strategies"]:
         lines += [f"## {s['strategy']}", "", f"Failure reasons: `{json.dumps(s['failure_reasons'])}`", ""]
+        if "revalidated_with_current_check" in s:
+            rv = s["revalidated_with_current_check"]
+            lines += [
+                f"Re-checked with the current one-place edit check (rejects labels glued before the claim, "
+                f"added after this run): {rv['negatives']} of {rv['of_negatives']} accepted edits survive; rows with "
+                f">= 1 negative: {rv['rows_with_negative']:.0%}.",
+                "",
+            ]
         lines += [f"Flags: `{json.dumps(s['flag_counts'])}`", ""]
         for i, ex in enumerate(s["examples"], 1):
             lines.append(f"{i}. **Claim:** {ex['query']}")
@@ -185,9 +219,22 @@ def main() -> None:
     ap.add_argument("--strategies", default="query_edit,naive,counterfactual")
     ap.add_argument("--out", default=str(RESULTS / "synthesis_smollm2"))
     ap.add_argument("--append", action="store_true", help="keep other strategies already in the output JSON")
+    ap.add_argument(
+        "--revalidate-only", action="store_true", help="re-check stored query edits with the current check; no LLM"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import os
+
+    out = Path(args.out)
+    if args.revalidate_only:
+        report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        for summary in report["strategies"]:
+            if summary["strategy"] == "query_edit":
+                revalidate_query_edits(summary, load_scifact_pairs(summary["rows"]))
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_markdown(report, out.with_suffix(".md"))
+        return
 
     from sentence_transformers import SentenceTransformer
 
@@ -216,7 +263,6 @@ def main() -> None:
         "settings": {"temperature": 0.2, "threads": args.threads, "batch_size": args.batch_size, "constrained": False},
         "strategies": [],
     }
-    out = Path(args.out)
     if args.append and out.with_suffix(".json").is_file():
         previous = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
         report["strategies"] = [s for s in previous["strategies"] if s["strategy"] not in args.strategies.split(",")]
