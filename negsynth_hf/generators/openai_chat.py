@@ -19,11 +19,13 @@ The schema is sent in the form the server understands (``response_format``):
 - ``"guided_json"``: ``{"guided_json": schema}`` (vLLM extension)
 - ``"none"``: no schema sent (callers still validate)
 
-Concurrency is bounded per event loop by a pool of ``max_concurrency`` single-connection clients; transient failures (429, 5xx, timeouts,
-connection errors) are retried with exponential backoff and jitter, honouring ``Retry-After``.
-Every failure comes back as ``ChatResponse(text=None, error=...)``; nothing raises. The API key is
-read from the argument or the environment at call time and never appears in repr, pickle,
-logs, errors or cache keys.
+Concurrency is bounded per event loop by a pool of ``max_concurrency`` single-connection clients,
+closed when that loop shuts down (so ``asyncio.run`` per batch leaks nothing) or on ``aclose()``.
+Transient failures (429, 5xx, timeouts, connection errors) are retried with exponential backoff and
+jitter, honouring ``Retry-After``, at most ``max_retries + 1`` tries. Every failure comes back as
+``ChatResponse(text=None, error=...)``; nothing raises. The API key is read from the argument or the
+environment at call time and never appears in repr, pickle, logs, cache keys or errors (server text
+that echoes it is redacted).
 """
 
 from __future__ import annotations
