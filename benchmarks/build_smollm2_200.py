@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-mined", type=int, default=15)
     p.add_argument("--num-generated", type=int, default=2)
     p.add_argument("--strategy", default="query_edit", choices=["query_edit", "counterfactual", "naive"])
+    p.add_argument("--profile", default="scientific", help="Dataset profile (SciFact: claims vs paper abstracts).")
     p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--max-attempts", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8, help="Generator rows per generate() call.")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         corpus=corpus,
         generator=generator,
         strategy=args.strategy,
-        profile="generic",
+        profile=args.profile,
         num_mined=args.num_mined,
         num_generated=args.num_generated,
         max_new_tokens=args.max_new_tokens,
