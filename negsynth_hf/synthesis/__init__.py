@@ -20,6 +20,7 @@ from .schemas import (
     NAIVE_SCHEMA,
     QUERY_EDIT_SCHEMA,
     export_schemas,
+    schemas_hash,
 )
 from .synthesizer import Synthesizer
 
@@ -48,4 +49,5 @@ __all__ = [
     "get_profile",
     "parse_reply",
     "quality_flags",
+    "schemas_hash",
 ]

@@ -160,6 +160,14 @@ SCHEMAS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
 }
 
 
+def schemas_hash() -> str:
+    """Short hash of every published schema (part of the synthesizer's config and cache fingerprints)."""
+    import hashlib
+
+    blob = json.dumps({k: s for k, (_, s) in SCHEMAS.items()}, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def export_schemas(folder: str | Path) -> list[Path]:
     """Write every stage's JSON Schema to ``folder/<name>.json`` (the package ships the same files)."""
     folder = Path(folder)

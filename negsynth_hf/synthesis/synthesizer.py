@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +11,7 @@ from .engine import CallSettings, Plan, RowStats
 from .profiles import DatasetProfile, get_profile
 from .prompts import PROMPT_VERSIONS
 from .records import SynthesisInput, SynthesisResult
-from .schemas import SCHEMAS
+from .schemas import schemas_hash
 from .strategies import PLANS, Context
 
 Strategy = Literal["counterfactual", "naive", "query_edit"]
@@ -21,8 +19,8 @@ SYNTHESIS_FORMAT = 1
 
 
 def _schemas_hash() -> str:
-    blob = json.dumps({k: s for k, (_, s) in SCHEMAS.items()}, sort_keys=True).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """Kept for callers that imported it; use ``negsynth_hf.synthesis.schemas_hash``."""
+    return schemas_hash()
 
 
 class Synthesizer:
