@@ -1,0 +1,680 @@
+"""Retrieval quality of the baselines and the ablation ladder on a judged collection (issue #7).
+
+One command per collection; every variant shares the base model (embedded all-MiniLM-L6-v2), the training
+rows, the steps, batch size, LoRA settings and seed::
+
+    python benchmarks/quality.py --collection cisi
+    python benchmarks/quality.py --collection cranfield
+    python benchmarks/quality.py --collection scifact
+
+Variants (``--variants``; all by default):
+
+=========================== ============================ ==================================================
+variant                     training set                 loss (``negsynth_hf.training.train``)
+=========================== ============================ ==================================================
+``base``                    none                         none (the untrained model; deterministic)
+``in_batch``                mined set, pairs only        ``in_batch`` = MNRL, in-batch negatives only
+``mined``                   mined set (M mined)          ``mined`` = MNRL with the M mined columns
+``naive``                   naive set (M mined + G)      ``causalneg``, weights as a 0/1 mask, no entropy
+``counterfactual``          counterfactual set (M + G)   ``causalneg``, weights as a 0/1 mask, no entropy
+``counterfactual_weighted`` counterfactual set (M + G)   ``causalneg``, gap weights, no entropy
+``full``                    counterfactual set (M + G)   ``causalneg``, gap weights + query-view entropy
+=========================== ============================ ==================================================
+
+"Plain InfoNCE" (naive, counterfactual) = CausalNegLoss with every weight replaced by 1 if it was > 0 and 0
+otherwise, and ``entropy_weight=0``: every real negative counts once, and the slots ``build_dataset`` marks
+as filled/masked (weight 0: a generation failed, or the false-negative guard rejected the text) stay
+excluded, exactly as in the weighted variants. So (e) -> (f) changes only the weight magnitudes and
+(f) -> (g) only adds the entropy term. The ``mined`` baseline is sentence-transformers' MNRL, which reads
+no labels: a row with fewer than M mined negatives repeats one of its own mined negatives in the filler slot.
+
+The three training sets are built once per collection with ``negsynth_hf.build_dataset`` (same pairs, same
+mining settings) and saved under ``--work-dir``; LLM responses go to the generator's on-disk response cache,
+so a rerun (or an interrupted run) repeats no LLM call:
+
+- mined: ``num_generated=0`` (no generator);
+- naive: ``strategy="naive"``, ``false_negative_guard=False``, ``source_weights=False`` (method.md: one
+  prompt, no decomposition, no verification);
+- counterfactual: ``strategy="query_edit"`` (guard + source-probe gap weights on). With the embedded
+  SmolLM2-135M the counterfactual strategy is the small-generator one, ``query_edit`` (edit the query in one
+  detail, then write a passage for the edited query); a strong served LLM would use ``counterfactual``.
+
+Queries: the collection's train split minus a seeded 20% validation hold-out
+(``negsynth_hf.data.split_train_validation``, seed 0), of which ``--max-train-queries`` are sampled with seed 0
+exactly as ``benchmarks/build_smollm2_200.py`` does. Test queries: the test split (all of them by default).
+``--split validation`` evaluates on the held-out training queries instead (for choosing settings; never
+tune on the test split).
+
+Results: ``benchmarks/results/quality_<collection>.json`` (one record per variant and seed; rerunning skips
+records already there with the same settings), ``.md`` (mean ± sample std over seeds) and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+VARIANTS: tuple[str, ...] = (
+    "base",
+    "in_batch",
+    "mined",
+    "naive",
+    "counterfactual",
+    "counterfactual_weighted",
+    "full",
+)
+# variant -> (training set, loss name, label handling, entropy term on?)
+VARIANT_SPECS: dict[str, dict[str, Any]] = {
+    "in_batch": {"dataset": "mined", "loss": "in_batch", "labels": None, "entropy": False},
+    "mined": {"dataset": "mined", "loss": "mined", "labels": None, "entropy": False},
+    "naive": {"dataset": "naive", "loss": "causalneg", "labels": "mask", "entropy": False},
+    "counterfactual": {"dataset": "counterfactual", "loss": "causalneg", "labels": "mask", "entropy": False},
+    "counterfactual_weighted": {
+        "dataset": "counterfactual",
+        "loss": "causalneg",
+        "labels": "weights",
+        "entropy": False,
+    },
+    "full": {"dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": True},
+}
+METRIC_KEYS = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@100", "Recall@100"))
+# Per-collection defaults (see benchmarks/README.md for why): train queries, positives per query, profile.
+COLLECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    # SciFact: the first N rows of benchmarks/build_smollm2_200.py's 200-query sample, with its generator
+    # settings (profile, token cap, attempts), so the two runs share LLM responses through the response cache.
+    "scifact": {
+        "max_train_queries": 32,
+        "sample_pool": 200,
+        "max_positives_per_query": 1,
+        "profile": "generic",
+        "max_new_tokens": 160,
+        "mine_corpus_size": 1000,
+        "eval_corpus_size": 1000,
+    },
+    "cranfield": {"max_train_queries": 32, "max_positives_per_query": 1, "profile": "scientific"},
+    "cisi": {"max_train_queries": None, "max_positives_per_query": 1, "profile": "generic"},
+}
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "max_train_queries": None,
+    "sample_pool": None,
+    "max_positives_per_query": 1,
+    "profile": "generic",
+    "max_new_tokens": 128,
+    "mine_corpus_size": None,
+    "eval_corpus_size": None,
+}
+
+logger = logging.getLogger("quality")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--collection", required=True, help="scifact, cranfield, cisi, or a BEIR-layout folder.")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Training seeds (>= 3 for a spread).")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation"],
+        help="Evaluate on test, or on the held-out validation share of the training queries (to choose settings).",
+    )
+    p.add_argument("--max-train-queries", type=int, default=-1, help="-1: per-collection default; 0: all.")
+    p.add_argument(
+        "--sample-pool",
+        type=int,
+        default=-1,
+        help="Sample this many train queries (seed 0) and keep the first --max-train-queries rows (-1: "
+        "per-collection default; SciFact 200 = build_smollm2_200's sample; 0: sample directly).",
+    )
+    p.add_argument("--max-positives-per-query", type=int, default=-1, help="-1: per-collection default.")
+    p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--max-test-queries", type=int, default=None, help="Sample this many test queries (seed 0).")
+    p.add_argument(
+        "--eval-corpus-size",
+        type=int,
+        default=-1,
+        help="Judged docs + seeded random distractors up to this size (-1: per-collection default; 0: full).",
+    )
+    p.add_argument(
+        "--mine-corpus-size",
+        type=int,
+        default=-1,
+        help="Mine from train positives + seeded random docs up to this size (-1: per-collection; 0: full).",
+    )
+    p.add_argument("--base-model", default="embedded", help="'embedded' (MiniLM) or a SentenceTransformer path.")
+    p.add_argument("--num-mined", type=int, default=3)
+    p.add_argument("--num-generated", type=int, default=2)
+    p.add_argument("--relative-margin", type=float, default=0.05)
+    p.add_argument(
+        "--range-max",
+        type=int,
+        default=100,
+        help="Mine among the top-N documents (sentence-transformers' default, 10*M + positives, leaves most CISI "
+        "rows without any negative that clears the relative margin).",
+    )
+    p.add_argument("--profile", default=None, help="Synthesis profile (default: per collection).")
+    p.add_argument("--generator-backend", default="embedded", help="GeneratorConfig backend (embedded = SmolLM2).")
+    p.add_argument("--generator-model", default=None, help="GeneratorConfig model (transformers/openai backends).")
+    p.add_argument("--generator-base-url", default=None, help="OpenAI-compatible base URL (openai backend).")
+    p.add_argument("--generator-batch-size", type=int, default=8)
+    p.add_argument(
+        "--generator-threads",
+        type=int,
+        default=1,
+        help="torch threads while generating (environment.md: 2 threads made SmolLM2 5x slower when shared).",
+    )
+    p.add_argument(
+        "--constrained",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="outlines-constrained decoding (~<1 tok/s on 2 shared cores; off by default).",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=0, help="0: per-collection default (128; SciFact 160).")
+    p.add_argument("--max-attempts", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="Optimizer steps per training run (same for all).")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--max-seq-length", type=int, default=128, help="Training and evaluation truncation.")
+    p.add_argument("--entropy-weight", type=float, default=0.05)
+    p.add_argument("--entropy-temperature", type=float, default=0.1)
+    p.add_argument("--scale", type=float, default=20.0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    p.add_argument("--work-dir", default=None, help="Builds and runs (default outputs/quality/<collection>).")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument("--tag", default="", help="Suffix of the result files: quality_<collection><tag>.*")
+    p.add_argument("--keep-models", action="store_true", help="Keep each run's merged model and adapter.")
+    p.add_argument("--build-only", action="store_true", help="Build (or load) the three training sets and stop.")
+    p.add_argument("--report-only", action="store_true", help="Rewrite .md/.png from the JSON and stop.")
+    p.add_argument("--rebuild", action="store_true", help="Rebuild the training sets even if saved.")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------ setup
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-collection defaults (``COLLECTION_DEFAULTS``) overridden by explicit command-line values."""
+    name = Path(args.collection).name
+    d = {**GENERIC_DEFAULTS, **COLLECTION_DEFAULTS.get(name, {})}
+    mtq = d["max_train_queries"] if args.max_train_queries < 0 else (args.max_train_queries or None)
+    mpp = d["max_positives_per_query"] if args.max_positives_per_query < 0 else args.max_positives_per_query
+    return {
+        "collection": name,
+        "max_train_queries": mtq,
+        "sample_pool": d["sample_pool"] if args.sample_pool < 0 else (args.sample_pool or None),
+        "max_positives_per_query": mpp or None,
+        "profile": args.profile or d["profile"],
+        "max_new_tokens": args.max_new_tokens or d["max_new_tokens"],
+        "mine_corpus_size": d["mine_corpus_size"] if args.mine_corpus_size < 0 else (args.mine_corpus_size or None),
+        "eval_corpus_size": d["eval_corpus_size"] if args.eval_corpus_size < 0 else (args.eval_corpus_size or None),
+    }
+
+
+def collection_folder(spec: str) -> Path:
+    from negsynth_hf.paths import shared_data_dir
+
+    folder = Path(spec)
+    return folder if folder.is_dir() else shared_data_dir() / spec
+
+
+def training_pairs(collection, args: argparse.Namespace, settings: dict[str, Any]):
+    """(train pairs with a ``title`` column, train query ids, validation query ids)."""
+    from negsynth_hf.data import pairs_dataset, split_train_validation
+
+    all_ids = collection.split_query_ids("train")
+    train_ids, val_ids = split_train_validation(all_ids, validation_fraction=args.validation_fraction, seed=0)
+    pool = settings["sample_pool"]
+    pairs = pairs_dataset(
+        collection,
+        "train",
+        query_ids=train_ids,
+        max_queries=pool or settings["max_train_queries"],
+        max_positives_per_query=settings["max_positives_per_query"],
+        seed=0,
+    )
+    if pool and settings["max_train_queries"]:
+        keep = list(dict.fromkeys(pairs["query_id"]))[: settings["max_train_queries"]]
+        wanted = set(keep)
+        pairs = pairs.select([i for i, q in enumerate(pairs["query_id"]) if q in wanted])
+    titles = [collection.corpus[d]["title"] for d in pairs["positive_id"]]
+    return pairs.add_column("title", titles), train_ids, val_ids
+
+
+def mining_corpus(collection, train_ids: list[str], size: int | None) -> list[str]:
+    import random
+
+    from negsynth_hf.data import corpus_texts, document_text
+
+    if not size:
+        return corpus_texts(collection)
+    keep = {d for q in train_ids for d in collection.qrels["train"].get(q, {}) if d in collection.corpus}
+    rest = sorted(set(collection.corpus) - keep)
+    random.Random(0).shuffle(rest)
+    keep |= set(rest[: max(0, size - len(keep))])
+    return [t for t in (document_text(collection.corpus[d]) for d in sorted(keep)) if t.strip()]
+
+
+def generator_config(args: argparse.Namespace):
+    from negsynth_hf.generators import GeneratorConfig
+
+    return GeneratorConfig(
+        backend=args.generator_backend,
+        model=args.generator_model,
+        base_url=args.generator_base_url,
+        batch_size=args.generator_batch_size,
+        constrained=args.constrained,
+        num_threads=args.generator_threads,
+    )
+
+
+def build_sets(pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path):
+    """The mined, naive and counterfactual training sets (``BuildResult``), built once and saved under ``work``."""
+    from negsynth_hf import build_dataset
+    from negsynth_hf.build import BuildResult
+    from negsynth_hf.training import resolve_model_path
+
+    common = {
+        "corpus": corpus,
+        "retriever": None if args.base_model == "embedded" else resolve_model_path(args.base_model),
+        "num_mined": args.num_mined,
+        "relative_margin": args.relative_margin,
+        "range_max": args.range_max,
+        "title_column": "title",
+        "profile": settings["profile"],
+        "max_new_tokens": settings["max_new_tokens"],
+        "max_attempts": args.max_attempts,
+        "seed": 0,
+        "show_progress_bar": True,
+    }
+    specs = {
+        "mined": {"generator": None, "num_generated": 0},
+        "naive": {
+            "generator": generator_config(args),
+            "num_generated": args.num_generated,
+            "strategy": "naive",
+            "false_negative_guard": False,
+            "source_weights": False,
+        },
+        "counterfactual": {
+            "generator": generator_config(args),
+            "num_generated": args.num_generated,
+            "strategy": "query_edit",
+        },
+    }
+    sets: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name, spec in specs.items():
+        path = work / "builds" / name
+        if path.is_dir() and not args.rebuild:
+            sets[name] = BuildResult.load_from_disk(path)
+            timings[name] = float("nan")
+            print(f"[build] {name}: loaded {path}", flush=True)
+            continue
+        start = time.perf_counter()
+        result = build_dataset(pairs, **common, **spec)
+        timings[name] = time.perf_counter() - start
+        if path.exists():
+            shutil.rmtree(path)
+        result.save_to_disk(path)
+        (path / "build_seconds.json").write_text(json.dumps({"seconds": timings[name]}) + "\n")
+        sets[name] = result
+        print(f"[build] {name}: {len(result.train)} rows in {timings[name]:.0f} s -> {path}", flush=True)
+    for name in sets:
+        saved = work / "builds" / name / "build_seconds.json"
+        if math.isnan(timings[name]) and saved.is_file():
+            timings[name] = json.loads(saved.read_text())["seconds"]
+    return sets, timings
+
+
+def mask_labels(dataset):
+    """Plain InfoNCE: weight 1 for every negative with weight > 0, 0 for filled/masked slots; flags unchanged."""
+    from negsynth_hf.labels import LABEL_COLUMN
+
+    def _mask(row: dict[str, Any]) -> dict[str, Any]:
+        labels = row[LABEL_COLUMN]
+        n = len(labels) // 2
+        return {LABEL_COLUMN: [1.0 if w > 0 else 0.0 for w in labels[:n]] + list(labels[n:])}
+
+    return dataset.map(_mask, desc="0/1 mask")
+
+
+def train_config(variant: str, args: argparse.Namespace):
+    from negsynth_hf.recipe_config import TrainConfig
+
+    spec = VARIANT_SPECS[variant]
+    return TrainConfig(
+        loss=spec["loss"],
+        in_batch_negatives=True,
+        use_weights=True,
+        entropy_weight=args.entropy_weight if spec["entropy"] else 0.0,
+        entropy_temperature=args.entropy_temperature,
+        scale=args.scale,
+        lora=True,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_steps=args.steps,
+        max_seq_length=args.max_seq_length,
+        logging_steps=max(1, args.steps // 4),
+    )
+
+
+def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
+    """Hash of everything that changes a trained variant's score (records with another key are re-run)."""
+    keys = (
+        "split",
+        "validation_fraction",
+        "max_test_queries",
+        "base_model",
+        "num_mined",
+        "num_generated",
+        "relative_margin",
+        "range_max",
+        "generator_backend",
+        "generator_model",
+        "constrained",
+        "max_attempts",
+        "steps",
+        "batch_size",
+        "learning_rate",
+        "lora_r",
+        "lora_alpha",
+        "max_seq_length",
+        "entropy_weight",
+        "entropy_temperature",
+        "scale",
+    )
+    blob = json.dumps({**{k: getattr(args, k) for k in keys}, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------ results
+def result_paths(args: argparse.Namespace, collection: str) -> dict[str, Path]:
+    stem = f"quality_{collection}{args.tag}"
+    folder = Path(args.results_dir)
+    return {ext: folder / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant (in ladder order): n seeds, mean and sample std of each metric, mean train seconds."""
+    rows = []
+    for variant in VARIANTS:
+        recs = [r for r in records if r["variant"] == variant]
+        if not recs:
+            continue
+        row: dict[str, Any] = {"variant": variant, "n": len(recs), "seeds": sorted(r["seed"] for r in recs)}
+        for key, _ in METRIC_KEYS:
+            vals = [float(r[key]) for r in recs]
+            row[key] = statistics.fmean(vals)
+            row[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        secs = [r.get("train_seconds") or 0.0 for r in recs]
+        row["train_seconds"] = statistics.fmean(secs)
+        rows.append(row)
+    return rows
+
+
+def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    rows = aggregate(records)
+    lines = [f"# Retrieval quality on {meta.get('collection')} ({meta.get('split', 'test')} split)", ""]
+    if meta.get("command"):
+        lines += [f"Command: `{meta['command']}`", ""]
+    if meta.get("description"):
+        lines += [meta["description"], ""]
+    lines += [
+        "| variant | seeds | nDCG@10 | MRR@10 | Recall@100 | train s/run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    best = {key: max((r[key] for r in rows), default=float("nan")) for key, _ in METRIC_KEYS}
+    for r in rows:
+        cells = []
+        for key, _ in METRIC_KEYS:
+            text = f"{r[key]:.4f} ± {r[f'{key}_std']:.4f}"
+            cells.append(f"**{text}**" if r[key] == best[key] else text)
+        seeds = "1 (deterministic)" if r["variant"] == "base" else str(r["n"])
+        lines.append(f"| {r['variant']} | {seeds} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |")
+    lines += ["", "Mean ± sample standard deviation over training seeds; bold = best mean."]
+    by = {r["variant"]: r for r in rows}
+    if "full" in by:
+        diffs = []
+        for other in ("mined", "naive", "counterfactual"):
+            if other in by:
+                d = by["full"]["ndcg@10"] - by[other]["ndcg@10"]
+                diffs.append(f"full − {other}: {d:+.4f}")
+        if diffs:
+            lines += ["", "nDCG@10 differences: " + "; ".join(diffs) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = aggregate(records)
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    width = 0.8 / len(METRIC_KEYS)
+    xs = range(len(rows))
+    for k, (key, label) in enumerate(METRIC_KEYS):
+        ax.bar(
+            [x + (k - 1) * width for x in xs],
+            [r[key] for r in rows],
+            width,
+            yerr=[r[f"{key}_std"] for r in rows],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r["variant"] for r in rows], rotation=15)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(ncol=3, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(records: list[dict[str, Any]], paths: dict[str, Path], meta: dict[str, Any]) -> None:
+    paths["md"].write_text(to_markdown(records, meta), encoding="utf-8")
+    try:
+        plot(records, paths["png"], f"{meta.get('collection')} {meta.get('split', 'test')}: mean ± std over seeds")
+    except ImportError:  # matplotlib is optional
+        logger.warning("matplotlib missing: no PNG written.")
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = resolve_settings(args)
+    name = settings["collection"]
+    paths = result_paths(args, name)
+    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta_path = paths["json"].with_name(paths["json"].stem + ".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if args.report_only:
+        write_reports(load_records(paths["json"]), paths, meta or {"collection": name, "split": args.split})
+        return load_records(paths["json"])
+
+    import torch
+    from tqdm.auto import tqdm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from negsynth_hf.data import evaluator_inputs, load_beir
+    from negsynth_hf.evaluation import pick_metrics
+    from negsynth_hf.training import ir_evaluator, load_model, train
+
+    work = Path(args.work_dir) if args.work_dir else ROOT / "outputs" / "quality" / f"{name}{args.tag}"
+    work.mkdir(parents=True, exist_ok=True)
+    wall_start = time.perf_counter()
+    collection = load_beir(collection_folder(args.collection))
+    pairs, train_ids, val_ids = training_pairs(collection, args, settings)
+    corpus = mining_corpus(collection, train_ids, settings["mine_corpus_size"])
+    print(
+        f"[data] {name}: {len(pairs)} training rows from {len(set(pairs['query_id']))} queries; "
+        f"{len(val_ids)} validation queries held out; mining corpus {len(corpus)} docs",
+        flush=True,
+    )
+
+    sets, build_seconds = build_sets(pairs, corpus, args, settings, work)
+    if args.build_only:
+        return []
+
+    # evaluator: test split (or the validation hold-out of the train split), built once for every variant
+    if args.split == "test":
+        split, eval_ids = "test", collection.split_query_ids("test")
+    else:
+        split, eval_ids = "train", val_ids
+    if args.max_test_queries and len(eval_ids) > args.max_test_queries:
+        import random
+
+        eval_ids = sorted(random.Random(0).sample(eval_ids, args.max_test_queries), key=eval_ids.index)
+    queries, eval_corpus, relevant = evaluator_inputs(collection, split, query_ids=eval_ids)
+    evaluator = ir_evaluator(
+        queries, eval_corpus, relevant, name=f"{name}-{args.split}", corpus_size=settings["eval_corpus_size"], seed=0
+    )
+    key = settings_key(args, settings)
+    train_sets = {
+        "mined": sets["mined"].train,
+        "naive": mask_labels(sets["naive"].train),
+        "counterfactual": mask_labels(sets["counterfactual"].train),
+        "counterfactual_weighted": sets["counterfactual"].train,
+    }
+    description = (
+        f"{len(evaluator.queries)} {args.split} queries over {len(evaluator.corpus):,} documents"
+        f"{'' if len(evaluator.corpus) == len(eval_corpus) else f' (judged + random, of {len(eval_corpus):,})'}; "
+        f"training: {len(pairs)} rows ({len(set(pairs['query_id']))} train queries, "
+        f"≤{settings['max_positives_per_query']} positive each), M={args.num_mined} mined + G={args.num_generated} "
+        f"generated negatives (SmolLM2-135M, `query_edit` = counterfactual strategy for a small generator), "
+        f"{args.steps} steps × batch {args.batch_size}, LoRA r={args.lora_r} α={args.lora_alpha}, "
+        f"lr {args.learning_rate}, max_seq_length {args.max_seq_length}, base {args.base_model}."
+    )
+    meta = {
+        "collection": name,
+        "split": args.split,
+        "command": command,
+        "description": description,
+        "settings_key": key,
+        "build_seconds": build_seconds,
+        "build_summaries": {k: v.summary.to_dict() for k, v in sets.items()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+    }
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8")
+
+    records = [r for r in load_records(paths["json"]) if r.get("settings_key") == key]
+    done = {(r["variant"], r["seed"]) for r in records}
+    todo = [(v, s) for s in args.seeds for v in args.variants if (v, s) not in done]
+    common = {
+        "collection": name,
+        "split": args.split,
+        "settings_key": key,
+        "n_eval_queries": len(evaluator.queries),
+        "eval_corpus_size": len(evaluator.corpus),
+    }
+    base_scores: dict[str, float] | None = next(
+        ({k: r[k] for k, _ in METRIC_KEYS} for r in records if r["variant"] == "base"), None
+    )
+    for variant, seed in tqdm(todo, desc=f"{name} runs"):
+        start = time.perf_counter()
+        if variant == "base":
+            if base_scores is None:
+                model = load_model(args.base_model, max_seq_length=args.max_seq_length)
+                metrics = pick_metrics(evaluator(model))
+                base_scores = {k: metrics[label] for k, label in METRIC_KEYS}
+            record = {
+                "variant": variant,
+                "seed": seed,
+                **base_scores,
+                "train_seconds": 0.0,
+                "steps": 0,
+                "n_train_rows": 0,
+                "deterministic": True,
+            }
+        else:
+            spec = VARIANT_SPECS[variant]
+            dataset = train_sets[variant if variant == "counterfactual_weighted" else spec["dataset"]]
+            config = train_config(variant, args)
+            run_dir = work / "runs" / f"{variant}-seed{seed}"
+            model = load_model(args.base_model, max_seq_length=args.max_seq_length)
+            result = train(
+                dataset, base_model=args.base_model, config=config, output_dir=run_dir, seed=seed, model=model
+            )
+            eval_start = time.perf_counter()
+            metrics = pick_metrics(evaluator(model))  # ``train`` merged the LoRA weights into ``model``
+            record = {
+                "variant": variant,
+                "seed": seed,
+                **{k: metrics[label] for k, label in METRIC_KEYS},
+                "train_seconds": result.train_seconds,
+                "eval_seconds": round(time.perf_counter() - eval_start, 1),
+                "steps": result.steps,
+                "n_train_rows": result.train_rows,
+                "training_set": spec["dataset"],
+                "labels": spec["labels"],
+                "loss": result.loss_name,
+                "loss_config": result.loss_config,
+                "final_train_loss": next(
+                    (h.get("train_loss") for h in reversed(result.log_history) if "train_loss" in h), None
+                ),
+            }
+            if not args.keep_models:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        record.update(common, wall_seconds=round(time.perf_counter() - start, 1))
+        records.append(record)
+        save_records(paths["json"], records)
+        write_reports(records, paths, meta)
+        print(
+            f"[run] {variant} seed {seed}: nDCG@10 {record['ndcg@10']:.4f} MRR@10 {record['mrr@10']:.4f} "
+            f"R@100 {record['recall@100']:.4f} ({record['wall_seconds']:.0f} s)",
+            flush=True,
+        )
+    meta["wall_seconds_this_invocation"] = round(time.perf_counter() - wall_start, 1)
+    meta_path.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    write_reports(records, paths, meta)
+    print(to_markdown(records, meta), flush=True)
+    return records
+
+
+if __name__ == "__main__":
+    main()

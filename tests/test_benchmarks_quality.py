@@ -1,0 +1,132 @@
+"""Smoke test of benchmarks/quality.py's plumbing: a tiny BEIR collection, a tiny retriever and a loopback LLM.
+
+Every variant runs through ``build_dataset`` -> ``training.train`` -> the IR evaluator, results land in the
+JSON/markdown/PNG files, and a rerun skips the records already there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fault_server import FaultServer  # noqa: E402
+
+TOPICS = [
+    ("wing flutter", "flutter of swept wings at transonic speed"),
+    ("boundary layer", "laminar boundary layer separation on flat plates"),
+    ("heat transfer", "heat transfer in hypersonic stagnation regions"),
+    ("shock waves", "shock wave interaction with turbulent layers"),
+    ("buckling", "buckling of thin cylindrical shells under pressure"),
+    ("jet noise", "noise radiated by supersonic jets"),
+    ("slender bodies", "pressure distribution on slender bodies of revolution"),
+    ("ablation", "ablation of heat shields during reentry"),
+    ("vortex", "vortex shedding behind bluff bodies"),
+    ("panel", "panel flutter in supersonic flow"),
+]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_collection(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    docs, queries, train, test = [], [], [], []
+    for i, (title, topic) in enumerate(TOPICS):
+        for j in range(3):
+            docs.append({"_id": f"{i * 3 + j + 1}", "title": f"{title} {j}", "text": f"A study of {topic}, part {j}."})
+        queries.append({"_id": str(i + 1), "text": f"what is known about {topic}?"})
+        (train if i % 2 == 0 else test).append((str(i + 1), f"{i * 3 + 1}", 1))
+        (train if i % 2 == 0 else test).append((str(i + 1), f"{i * 3 + 2}", 1))
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (folder / "qrels").mkdir()
+    for name, rows in (("train", train), ("test", test)):
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+        (folder / "qrels" / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
+    monkeypatch.setenv("NEGSYNTH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    quality = _load_quality()
+    collection = _write_collection(tmp_path / "tinycoll")
+    results = tmp_path / "results"
+    with FaultServer() as server:
+        argv = [
+            "--collection",
+            str(collection),
+            "--seeds",
+            "0",
+            "--base-model",
+            tiny_model_path,
+            "--generator-backend",
+            "openai",
+            "--generator-model",
+            "fault-model",
+            "--generator-base-url",
+            server.base_url,
+            "--num-mined",
+            "2",
+            "--num-generated",
+            "2",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-seq-length",
+            "32",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--results-dir",
+            str(results),
+        ]
+        records = quality.main(argv)
+        requests_first = len(server.requests)
+        # a rerun finds every record and every build: nothing trained, no LLM call
+        again = quality.main(argv)
+        assert len(server.requests) == requests_first
+    assert {(r["variant"], r["seed"]) for r in records} == {(v, s) for v in quality.VARIANTS for s in (0,)}
+    assert again == records
+    for r in records:
+        for key in ("ndcg@10", "mrr@10", "recall@100"):
+            assert 0.0 <= r[key] <= 1.0
+        if r["variant"] != "base":
+            assert r["steps"] == 2 and r["n_train_rows"] > 0
+    by = {(r["variant"], r["seed"]): r for r in records}
+    assert by[("counterfactual", 0)]["training_set"] == "counterfactual"
+    assert by[("full", 0)]["loss_config"]["entropy_weight"] == pytest.approx(0.05)
+    assert by[("counterfactual_weighted", 0)]["loss_config"]["entropy_weight"] == 0.0
+    saved = json.loads((results / "quality_tinycoll.json").read_text())
+    assert len(saved) == len(records)
+    md = (results / "quality_tinycoll.md").read_text()
+    assert "| full |" in md and "± " in md
+    assert (results / "quality_tinycoll.png").stat().st_size > 0
+
+
+def test_mask_labels_binarizes_weights_only():
+    from datasets import Dataset
+
+    quality = _load_quality()
+    ds = Dataset.from_dict({"labels": [[1.0, 0.0, 0.4, 0.0, 0.0, 1.0]]})
+    assert quality.mask_labels(ds)["labels"][0] == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_aggregate_mean_and_spread():
+    quality = _load_quality()
+    recs = [
+        {"variant": "mined", "seed": s, "ndcg@10": v, "mrr@10": v, "recall@100": v} for s, v in enumerate([0.1, 0.3])
+    ]
+    row = quality.aggregate(recs)[0]
+    assert row["ndcg@10"] == pytest.approx(0.2) and row["ndcg@10_std"] == pytest.approx(0.1414, abs=1e-3)
