@@ -171,3 +171,12 @@ def test_mining_keeps_every_row_and_returns_its_embeddings(tiny_model):
     # the embeddings mining computed are handed back, so build_dataset never re-embeds the corpus
     assert set(mined.document_embeddings) == set(docs) | set(data["positive"])
     assert set(mined.query_embeddings) == set(data["anchor"])
+
+
+def test_generated_only_build_fills_from_other_queries(tiny_model, tmp_path):
+    result = _build(tiny_model, tmp_path, n=5, fail_rows=(2,), num_mined=0, num_generated=2)
+    assert result.train.column_names == ["anchor", "positive", "negative_1", "negative_2", LABEL_COLUMN]
+    row = result.train[2]
+    assert row[LABEL_COLUMN] == [0.0, 0.0, 1.0, 1.0]
+    others = set(result.train["positive"]) - {row["positive"]}
+    assert {row["negative_1"], row["negative_2"]} <= others  # another query's positive: a genuine negative
