@@ -33,17 +33,18 @@ def demo_defaults() -> RecipeConfig:
     cfg.build.generator = {"backend": "embedded", "num_threads": 1}
     cfg.build.strategy = "query_edit"
     cfg.build.profile = "scientific"
-    cfg.build.num_mined = 2
+    cfg.build.num_mined = 3
     cfg.build.num_generated = 2
+    cfg.build.corpus_size = 1000
     cfg.train.loss = "causalneg"
     cfg.train.per_device_train_batch_size = 16
     cfg.train.max_steps = 30
-    cfg.train.learning_rate = 2e-4
+    cfg.train.learning_rate = 3e-4
     cfg.train.max_seq_length = 256
     cfg.train.logging_steps = 5
-    cfg.train.validation_corpus_size = 500
+    cfg.train.validation_corpus_size = 300
     cfg.evaluate.max_test_queries = None
-    cfg.evaluate.test_corpus_size = None
+    cfg.evaluate.test_corpus_size = 2000
     cfg.publish.dry_run = True
     cfg.step = "demo"
     return cfg

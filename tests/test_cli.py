@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,38 @@ def test_recipe_script_help_matches_cli():
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage: recipes/train.py" in proc.stdout and "--lora_r" in proc.stdout
+
+
+def test_diagnose_command_writes_the_report(tmp_path, tiny_model_path):
+    from datasets import Dataset
+
+    from negsynth_hf.artifacts import BuiltDataset
+    from negsynth_hf.labels import encode_negative_labels
+
+    n = 12
+    train = Dataset.from_dict(
+        {
+            "anchor": [f"claim {i} about drug {i % 3}" for i in range(n)],
+            "positive": [f"trial {i} of drug {i % 3}" for i in range(n)],
+            "negative_1": [f"mined abstract {i}" for i in range(n)],
+            "negative_2": [f"generated text {i} with a changed dose" for i in range(n)],
+            "labels": [encode_negative_labels([1.0, 0.5], [False, True]) for _ in range(n)],
+        }
+    )
+    BuiltDataset(train).save(tmp_path / "dataset")
+    run_step(
+        "diagnose",
+        [
+            "--run_dir",
+            str(tmp_path),
+            "--base_model",
+            tiny_model_path,
+            "--figures",
+            "false",
+            "--diagnose_max_rows",
+            "null",
+        ],
+    )
+    report = tmp_path / "diagnostics" / "report.json"
+    assert report.is_file() and (tmp_path / "diagnostics" / "report.md").is_file()
+    assert json.loads(report.read_text())
