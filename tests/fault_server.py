@@ -166,11 +166,16 @@ def oracle_content(body: dict[str, Any]) -> str:
         ]
         return json.dumps({"negatives": negatives})
     if name in ("query_edit", "queryedit"):
-        words = query.split()
-        # the prompt names a different focus per negative: a different replacement word per prompt
+        # replace one word in the middle of the query (an in-place, one-detail edit); the prompt names a
+        # different focus per negative, so the replacement word differs per prompt
         h = int(hashlib.sha256(prompt_text(body).encode("utf-8", "surrogatepass")).hexdigest(), 16)
         new = ["zebras", "walruses", "comets", "tulips", "pistons"][h % 5]
-        edited = " ".join([*words[:-1], new]) if len(words) > 1 else f"{query} {new}"
+        words = list(re.finditer(r"[A-Za-z]{3,}", query))
+        if words:
+            middle = words[len(words) // 2]
+            edited = query[: middle.start()] + new + query[middle.end() :]
+        else:
+            edited = f"{new} {query}"
         return json.dumps({"edited_query": edited, "edit_type": "entity"})
     if name in ("edited_passage", "editedpassage"):
         return json.dumps({"passage": passage_for(query, 0)})

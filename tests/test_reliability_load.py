@@ -74,15 +74,8 @@ def test_300_rows_at_concurrency_64_bounded_and_no_leaked_threads(tmp_path):
     assert rss_after - rss_before < 300 * 2**20, (rss_before, rss_after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (transform.py CounterfactualNegatives._run): every map batch runs asyncio.run(asynthesize(...)) on "
-    "a new event loop and never closes that loop's httpx client (OpenAIChatGenerator.aclose is never called; "
-    "CachingGenerator has no aclose to forward), so each batch leaks up to max_concurrency keep-alive "
-    "connections/fds for as long as the transform lives: the WeakKeyDictionary keyed by loop never frees an entry "
-    "whose client still references that loop (300 sockets after 300 rows in batches of 50).",
-)
 def test_map_batches_do_not_leak_connections_or_fds(tmp_path):
+    """Each map batch runs its own event loop: its HTTP clients must be closed with it (fixed in 9532d8b)."""
     with FaultServer() as server:
         gc.collect()
         fds_before, sockets_before = open_fds(), open_sockets()
