@@ -12,7 +12,8 @@ connections it saw and how many connections were still open.
 Usage::
 
     python benchmarks/load_synthesis.py                   # 10,000 rows, concurrency 64, map batch 1000
-    python benchmarks/load_synthesis.py --rows 2000 --batch-size 100 --no-write
+    python benchmarks/load_synthesis.py --cache both        # with and without the on-disk response cache
+    python benchmarks/load_synthesis.py --rows 2000 --batch-size 100 1000 --no-write
 
 Writes ``benchmarks/results/load_synthesis.{md,json}`` unless ``--no-write``.
 """
@@ -200,15 +201,15 @@ def to_markdown(results: list[dict]) -> str:
         "`tests/fault_server.py` in its own process (a scripted test double, not a model), so the figures are the "
         "client's. Threads/fds/sockets: before the run, right after it (transform alive), after `del` + `gc.collect()`.",
         "",
-        "| rows | map batch | conc. | wall s | rows/s | failed | peak RSS MiB | RSS before -> after MiB "
+        "| rows | cache | map batch | conc. | wall s | rows/s | failed | peak RSS MiB | RSS before -> after MiB "
         "| threads b/a/gc | fds b/a/gc | sockets b/a/gc | server conns total/open at end |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for r in results:
         b, a, g = r["before"], r["right_after"], r["after_gc"]
         s = r["server"]
         lines.append(
-            f"| {r['rows']:,} | {r['map_batch_size']} | {r['concurrency']} | {r['wall_s']} | {r['rows_per_s']} "
+            f"| {r['rows']:,} | {'on' if r['response_cache'] else 'off'} | {r['map_batch_size']} | {r['concurrency']} | {r['wall_s']} | {r['rows_per_s']} "
             f"| {r['failed_rows']} | {r['peak_rss_mib']} | {b['rss_mib']} -> {g['rss_mib']} "
             f"| {b['threads']}/{a['threads']}/{g['threads']} | {b['fds']}/{a['fds']}/{g['fds']} "
             f"| {b['sockets']}/{a['sockets']}/{g['sockets']} "
@@ -237,12 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[1000])
     parser.add_argument("--strategy", default="naive", choices=["naive", "counterfactual", "query_edit"])
     parser.add_argument("--delay", type=float, default=0.0, help="server-side seconds per answer")
-    parser.add_argument("--no-cache", action="store_true", help="no response cache (no disk writes)")
+    parser.add_argument(
+        "--cache",
+        choices=["on", "off", "both"],
+        default="on",
+        help="response cache on disk (one fsync'ed file per answer), off, or one run of each",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
     args = parser.parse_args(argv)
     results = []
-    for batch_size in args.batch_size:
-        one = argparse.Namespace(**{**vars(args), "batch_size": batch_size})
+    caches = {"on": [False], "off": [True], "both": [False, True]}[args.cache]
+    for batch_size, no_cache in [(b, c) for c in caches for b in args.batch_size]:
+        one = argparse.Namespace(**{**vars(args), "batch_size": batch_size, "no_cache": no_cache})
         result = run(one)
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k not in ("before", "right_after", "after_gc")}))
