@@ -268,3 +268,37 @@ def test_counterfactual_rerun_repeats_neither_stage_that_succeeded(tmp_path):
         assert {i for i in range(n) if server.count(f"row-{i:03d};", stage="generation")} == {1, 2, 3}
         for i in (0, 4, 5):
             assert generated(second)[i] == generated(first)[i]
+
+
+def test_retry_after_is_capped_and_http_dates_are_honoured():
+    from email.utils import formatdate
+
+    from negsynth_hf.generators import ChatRequest, OpenAIChatGenerator
+
+    def req(content: str) -> ChatRequest:
+        return ChatRequest(messages=({"role": "user", "content": content},), max_new_tokens=8)
+
+    with FaultServer() as server:
+        gen = OpenAIChatGenerator(
+            server.base_url, model="fault-model", api_key_env=None, max_retries=1, backoff_base=0.01, backoff_max=0.3
+        )
+        server.script("hostile", Fault.http(429, retry_after="3600"))  # an hour: capped at backoff_max
+        start = time.perf_counter()
+        (out,) = gen.generate([req("hostile")])
+        assert out.ok and out.extra["attempts"] == 2 and time.perf_counter() - start < 2.0
+        server.script("dated", Fault.http(503, retry_after=formatdate(time.time() + 1.2, usegmt=True)))
+        start = time.perf_counter()
+        (out,) = gen.generate([req("dated")])
+        assert out.ok and 0.25 <= time.perf_counter() - start < 2.0  # waited (capped at 0.3 s), then succeeded
+
+
+def test_429_storm_on_every_row_completes_with_bounded_requests(tmp_path):
+    n = 16
+    ds = Dataset.from_dict(rows(n))
+    with FaultServer() as server:
+        for i in range(n):
+            server.script(f"row-{i:03d};", Fault.http(429, retry_after="0"), Fault.http(429, retry_after="0"))
+        out = run_map(ds, transform(fast(server, tmp_path / "cache", max_concurrency=16)), batch_size=n)
+        assert all(r["failure_reason"] is None for r in records(out))
+        assert server.count() == 3 * n  # two rate-limited tries and one answer per row, nothing more
+        assert server.max_in_flight <= 16
