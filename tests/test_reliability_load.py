@@ -33,7 +33,7 @@ def _rows(n: int) -> dict[str, list[str]]:
     }
 
 
-def _run(server: FaultServer, cache_dir, batch_size: int) -> tuple[Dataset, CounterfactualNegatives]:
+def _run(server: FaultServer, cache_dir, batch_size: int, rows: int = ROWS) -> tuple[Dataset, CounterfactualNegatives]:
     config = GeneratorConfig(
         backend="openai",
         model="fault-model",
@@ -44,7 +44,7 @@ def _run(server: FaultServer, cache_dir, batch_size: int) -> tuple[Dataset, Coun
         timeout=30,
     )
     transform = CounterfactualNegatives(config, strategy="naive", num_generated=2)
-    return Dataset.from_dict(_rows(ROWS)).map(transform, batched=True, batch_size=batch_size), transform
+    return Dataset.from_dict(_rows(rows)).map(transform, batched=True, batch_size=batch_size), transform
 
 
 def _threads() -> int:
@@ -80,10 +80,10 @@ def test_map_batches_do_not_leak_connections_or_fds(tmp_path):
         gc.collect()
         fds_before, sockets_before = open_fds(), open_sockets()
         # the transform stays referenced, as it does during a long map (and in build_dataset until it returns)
-        out, transform = _run(server, tmp_path / "cache", batch_size=50)  # 6 batches
+        out, transform = _run(server, tmp_path / "cache", batch_size=30, rows=120)  # 4 batches
         gc.collect()
         time.sleep(0.2)  # let the server notice closed connections
-        assert len(out) == ROWS and "generator" in transform._live
+        assert len(out) == 120 and server.count() == 120 and "generator" in transform._live
         leaked_server_side = server.connections_open
         fds_after, sockets_after = open_fds(), open_sockets()
     assert leaked_server_side == 0
