@@ -172,6 +172,14 @@ def test_cap_dedupe_and_flags():
     assert NEG_B not in flags  # capped at K = 4 after de-duplication
 
 
+def test_repetitive_flag():
+    from negsynth_hf.synthesis import quality_flags
+
+    loop = "The data was collected from a dataset of patients. " * 6
+    assert "repetitive" in quality_flags(loop, query=QUERY, positive=POSITIVE)
+    assert "repetitive" not in quality_flags(POSITIVE + " " + NEG_A + " " + NEG_B, query=QUERY, positive="x")
+
+
 def test_naive_json_and_plain_text():
     gen = ScriptedGenerator(lambda r: json.dumps({"passages": [NEG_A, NEG_B]}))
     res = Synthesizer(gen, strategy="naive").synthesize([SynthesisInput(QUERY, POSITIVE)])[0]

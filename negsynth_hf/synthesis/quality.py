@@ -14,6 +14,7 @@ from .parsing import looks_like_refusal
 VERY_SHORT_WORDS = 8
 NEAR_DUPLICATE_JACCARD = 0.8
 VERBATIM_CANDIDATE_JACCARD = 0.95
+REPETITIVE_TRIGRAM_RATIO = 0.5  # distinct / total word trigrams below this = a degenerate loop
 
 FLAG_NAMES = (
     "very_short",
@@ -23,6 +24,7 @@ FLAG_NAMES = (
     "duplicate",
     "copies_candidate_verbatim",
     "looks_like_refusal",
+    "repetitive",
     # set by strategies, not by quality_flags():
     "truncated",  # query_edit passage salvaged from a reply cut off by the token budget
     "invalid_candidate_index",  # counterfactual: claimed a rewrite of a candidate that does not exist
@@ -63,6 +65,10 @@ def quality_flags(text: str, *, query: str, positive: str, candidates: Sequence[
         flags.append("copies_candidate_verbatim")
     if looks_like_refusal(text):
         flags.append("looks_like_refusal")
+    words = norm.split()
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    if len(trigrams) >= 18 and len(set(trigrams)) / len(trigrams) < REPETITIVE_TRIGRAM_RATIO:
+        flags.append("repetitive")  # small models loop ("The paper is written ... The paper is written ...")
     return tuple(flags)
 
 
