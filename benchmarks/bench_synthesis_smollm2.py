@@ -34,6 +34,7 @@ DEGENERATE = {
     "near_duplicate_of_positive",
     "looks_like_refusal",
     "copies_candidate_verbatim",
+    "repetitive",
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -197,6 +198,8 @@ def write_markdown(report: dict, path: Path) -> None:
                 "",
             ]
         lines += [f"Flags: `{json.dumps(s['flag_counts'])}`", ""]
+        if "current_flag_counts" in s:
+            lines += [f"Flags recomputed with the current code: `{json.dumps(s['current_flag_counts'])}`", ""]
         for i, ex in enumerate(s["examples"], 1):
             lines.append(f"{i}. **Claim:** {ex['query']}")
             if ex["edited_query"]:
@@ -229,9 +232,18 @@ def main() -> None:
     out = Path(args.out)
     if args.revalidate_only:
         report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        from negsynth_hf.synthesis import quality_flags
+
         for summary in report["strategies"]:
+            items = load_scifact_pairs(summary["rows"])
             if summary["strategy"] == "query_edit":
-                revalidate_query_edits(summary, load_scifact_pairs(summary["rows"]))
+                revalidate_query_edits(summary, items)
+            counts: dict[str, int] = {}  # flags as the current code computes them (new flags included)
+            for item, res in zip(items, summary["results"], strict=True):
+                for neg in res["negatives"]:
+                    for flag in quality_flags(neg["text"], query=item.query, positive=item.positive):
+                        counts[flag] = counts.get(flag, 0) + 1
+            summary["current_flag_counts"] = counts
         out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         write_markdown(report, out.with_suffix(".md"))
         return
