@@ -245,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         help="response cache on disk (one fsync'ed file per answer), off, or one run of each",
     )
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
+    parser.add_argument("--render", action="store_true", help="only re-render the .md from the saved .json")
     args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads((RESULTS / "load_synthesis.json").read_text(encoding="utf-8"))
+        (RESULTS / "load_synthesis.md").write_text(to_markdown(results), encoding="utf-8")
+        return 0
     results = []
     caches = {"on": [False], "off": [True], "both": [False, True]}[args.cache]
     for batch_size, no_cache in [(b, c) for c in caches for b in args.batch_size]:
