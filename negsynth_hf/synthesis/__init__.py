@@ -11,6 +11,7 @@ from .profiles import BUILTIN_PROFILES, DatasetProfile, get_profile
 from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
 from .quality import FLAG_NAMES, quality_flags
 from .records import SynthesisInput, SynthesisResult, SynthesizedNegative
+from .rule_edits import RULE_EDITS_VERSION, RuleEdit, rule_edit, rule_edits
 from .schemas import (
     ANALYSIS_SCHEMA,
     BREAK_TYPES,
@@ -22,7 +23,7 @@ from .schemas import (
     export_schemas,
     schemas_hash,
 )
-from .synthesizer import Synthesizer
+from .synthesizer import QUERY_EDITORS, Synthesizer
 
 __all__ = [
     "ANALYSIS_SCHEMA",
@@ -35,10 +36,13 @@ __all__ = [
     "NAIVE_SCHEMA",
     "PROMPT_VERSION",
     "PROMPT_VERSIONS",
+    "QUERY_EDITORS",
     "QUERY_EDIT_SCHEMA",
+    "RULE_EDITS_VERSION",
     "DatasetProfile",
     "ParseOutcome",
     "QueryDiff",
+    "RuleEdit",
     "SynthesisInput",
     "SynthesisResult",
     "SynthesizedNegative",
@@ -49,5 +53,7 @@ __all__ = [
     "get_profile",
     "parse_reply",
     "quality_flags",
+    "rule_edit",
+    "rule_edits",
     "schemas_hash",
 ]

@@ -40,6 +40,7 @@ class SynthesizedNegative:
         edited_query: the one-detail-edited query (query_edit only).
         changed_span: ``(original words, replacement words)`` of that edit (query_edit only).
         node_id: the violated requirement node's id (counterfactual only).
+        rule_edit: ``True`` when the query edit was made by code (``rule_edits``), not by the LLM.
     """
 
     text: str
@@ -52,6 +53,7 @@ class SynthesizedNegative:
     edited_query: str | None = None
     changed_span: tuple[str, str] | None = None
     node_id: str | None = None
+    rule_edit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -9,6 +9,8 @@
   the title only. Plain-text replies are accepted in both stages when JSON parsing fails: the edit is
   validated by the diff check whatever its wrapping, and a passage is free text anyway, so nothing the
   schema would have guaranteed is lost (constrained decoding is often unavailable for small models).
+  With ``query_editor="rules"`` stage 1 is done in code (``rule_edits``: no LLM call), for models too
+  small to edit; ``"llm_then_rules"`` lets rules replace the LLM edits that still fail the check.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .prompts import (
 )
 from .quality import deduplicate, normalize, quality_flags
 from .records import SynthesisInput, SynthesisResult, SynthesizedNegative
+from .rule_edits import rule_edits
 from .schemas import (
     ANALYSIS_SCHEMA,
     EDITED_PASSAGE_SCHEMA,
@@ -62,6 +65,8 @@ class Context:
     settings: CallSettings
     num_negatives: int
     max_chars: int
+    query_editor: str = "llm"  # query_edit only: "llm", "rules" or "llm_then_rules"
+    prompt_version: str = ""  # the synthesizer's version id (query_edit's depends on the editor)
 
     def rows(self) -> list[int]:
         return [i for i, item in enumerate(self.items) if item is not None and self.results[i].failure_reason is None]
@@ -310,37 +315,62 @@ def _passage_parse(text: str) -> tuple[Any, str | None]:
     return None, outcome.error
 
 
-def query_edit_plan(ctx: Context) -> Plan:
-    version = PROMPT_VERSIONS["query_edit"]
-    edit_tasks = []
-    for row in ctx.rows():
-        item = ctx.items[row]
-        assert item is not None
-        for k in range(ctx.num_negatives):
-            focus = QUERY_EDIT_FOCUS[k % len(QUERY_EDIT_FOCUS)]
-            edit_tasks.append(
-                Task(
-                    row=row,
-                    stage="query_edit",
-                    messages=query_edit_messages(item.query, profile=ctx.profile, focus=focus, max_chars=ctx.max_chars),
-                    schema_name="query_edit",
-                    schema=QUERY_EDIT_SCHEMA,
-                    parse=_edit_parser(item.query),
-                    prompt_version=f"{version}:edit",
-                    meta={"focus": focus},
-                    max_new_tokens=EDIT_MAX_NEW_TOKENS,
-                )
-            )
-    yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
+def _rule_edit_dicts(query: str, k: int, seed: int, seen: set[str]) -> list[dict[str, Any]]:
+    """Up to ``k`` rule edits whose edited query is not in ``seen`` (which is updated)."""
+    out = []
+    for edit in rule_edits(query, k + len(seen), seed=seed):
+        key = normalize(edit.edited_query)
+        if key in seen or len(out) >= k:
+            continue
+        seen.add(key)
+        out.append(
+            {
+                "edited_query": edit.edited_query,
+                "edit_type": edit.edit_type,
+                "changed_span": [edit.old, edit.new],
+                "focus": None,
+                "rule_edit": True,
+            }
+        )
+    return out
 
-    by_row: dict[int, list[Task]] = {}
+
+def query_edit_plan(ctx: Context) -> Plan:
+    """Stage 1 (edit) by the LLM, by rules (no LLM call), or by the LLM with rules filling failed edits."""
+    version = ctx.prompt_version or PROMPT_VERSIONS["query_edit"]
+    edit_tasks = []
+    if ctx.query_editor != "rules":
+        for row in ctx.rows():
+            item = ctx.items[row]
+            assert item is not None
+            for k in range(ctx.num_negatives):
+                focus = QUERY_EDIT_FOCUS[k % len(QUERY_EDIT_FOCUS)]
+                edit_tasks.append(
+                    Task(
+                        row=row,
+                        stage="query_edit",
+                        messages=query_edit_messages(
+                            item.query, profile=ctx.profile, focus=focus, max_chars=ctx.max_chars
+                        ),
+                        schema_name="query_edit",
+                        schema=QUERY_EDIT_SCHEMA,
+                        parse=_edit_parser(item.query),
+                        prompt_version=f"{version}:edit",
+                        meta={"focus": focus},
+                        max_new_tokens=EDIT_MAX_NEW_TOKENS,
+                    )
+                )
+        yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
+
+    by_row: dict[int, list[Task]] = {row: [] for row in ctx.rows()}
     for task in edit_tasks:
-        by_row.setdefault(task.row, []).append(task)
+        by_row[task.row].append(task)
     passage_tasks = []
     for row, tasks in by_row.items():
         item, result = ctx.items[row], ctx.results[row]
         assert item is not None
-        edits, seen = [], set()
+        edits: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for task in tasks:
             if not task.ok:
                 result.notes.append(task.failure())
@@ -357,15 +387,23 @@ def query_edit_plan(ctx: Context) -> Plan:
                     "edit_type": edit_type,
                     "changed_span": [diff.old, diff.new],
                     "focus": task.meta["focus"],
+                    "rule_edit": False,
                 }
             )
+        if ctx.query_editor != "llm" and len(edits) < ctx.num_negatives:
+            # "rules": every edit; "llm_then_rules": one per LLM edit that failed the check or was a duplicate
+            ruled = _rule_edit_dicts(item.query, ctx.num_negatives - len(edits), ctx.settings.seed, seen)
+            if ruled and ctx.query_editor == "llm_then_rules":
+                result.notes.append(f"query_edit: {len(ruled)} rule-based edit(s) replaced failed LLM edits")
+            edits.extend(ruled)
         result.analysis = {"edits": edits}
         if not edits:
-            result.failure_reason = (
-                next(t.failure() for t in tasks if not t.ok)
-                if any(not t.ok for t in tasks)
-                else "query_edit: no distinct edit"
-            )
+            if any(not t.ok for t in tasks):
+                result.failure_reason = next(t.failure() for t in tasks if not t.ok)
+            elif ctx.query_editor == "rules":
+                result.failure_reason = "query_edit: no rule-based edit applies"
+            else:
+                result.failure_reason = "query_edit: no distinct edit"
             continue
         for edit in edits:
             passage_tasks.append(
@@ -406,6 +444,7 @@ def query_edit_plan(ctx: Context) -> Plan:
                     explanation=f"written for the edited query {edit['edited_query']!r}, which changes {old!r} to {new!r}",
                     edited_query=edit["edited_query"],
                     changed_span=(old, new),
+                    rule_edit=bool(edit.get("rule_edit")),
                 )
             )
         if not negatives:

@@ -11,10 +11,13 @@ from .engine import CallSettings, Plan, RowStats
 from .profiles import DatasetProfile, get_profile
 from .prompts import PROMPT_VERSIONS
 from .records import SynthesisInput, SynthesisResult
+from .rule_edits import RULE_EDITS_VERSION
 from .schemas import schemas_hash
 from .strategies import PLANS, Context
 
 Strategy = Literal["counterfactual", "naive", "query_edit"]
+QueryEditor = Literal["llm", "rules", "llm_then_rules"]
+QUERY_EDITORS = ("llm", "rules", "llm_then_rules")
 SYNTHESIS_FORMAT = 1
 
 
@@ -36,6 +39,9 @@ class Synthesizer:
         temperature, max_new_tokens, seed: passed on every request (``seed + attempt`` on re-asks).
         max_attempts: tries per LLM call, re-asking with the validation error after a failure.
         max_passage_chars: each query/positive/candidate is cut to this many characters in prompts.
+        query_editor: who makes query_edit's one-detail edit: ``"llm"`` (default), ``"rules"`` (code,
+            no LLM call: see ``rule_edits``; for models too small to edit) or ``"llm_then_rules"`` (rules
+            replace the LLM edits that still fail the check after ``max_attempts``). Ignored otherwise.
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class Synthesizer:
         max_attempts: int = 3,
         seed: int = 0,
         max_passage_chars: int = 2000,
+        query_editor: QueryEditor = "llm",
     ) -> None:
         if strategy not in PLANS:
             raise ValueError(f"Unknown strategy {strategy!r}; valid strategies: {sorted(PLANS)}")
@@ -58,6 +65,8 @@ class Synthesizer:
             raise ValueError(
                 "num_negatives, max_attempts, max_new_tokens and max_passage_chars must be >= 1, max_candidates >= 0"
             )
+        if query_editor not in QUERY_EDITORS:
+            raise ValueError(f"Unknown query_editor {query_editor!r}; valid: {list(QUERY_EDITORS)}")
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         for method in ("generate", "agenerate"):
@@ -73,10 +82,15 @@ class Synthesizer:
         self.max_attempts = max_attempts
         self.seed = seed
         self.max_passage_chars = max_passage_chars
+        self.query_editor: str = query_editor
 
     @property
     def prompt_version(self) -> str:
-        return PROMPT_VERSIONS[self.strategy]
+        """The strategy's template version; rule-assisted query edits get their own id, so caches never mix."""
+        version = PROMPT_VERSIONS[self.strategy]
+        if self.strategy == "query_edit" and self.query_editor != "llm":
+            version = f"{version}+{self.query_editor}:{RULE_EDITS_VERSION}"
+        return version
 
     @property
     def model_id(self) -> str:
@@ -87,7 +101,7 @@ class Synthesizer:
 
     def config_dict(self) -> dict[str, Any]:
         """JSON-safe description of everything that shapes the output (for provenance and cache keys)."""
-        return {
+        out: dict[str, Any] = {
             "format": SYNTHESIS_FORMAT,
             "strategy": self.strategy,
             "prompt_version": self.prompt_version,
@@ -103,6 +117,9 @@ class Synthesizer:
             "max_passage_chars": self.max_passage_chars,
             "model_id": self.model_id,
         }
+        if self.query_editor != "llm":  # absent for the default, so existing fingerprints stay valid
+            out["query_editor"] = self.query_editor
+        return out
 
     # ------------------------------------------------------------------ running
 
@@ -120,6 +137,8 @@ class Synthesizer:
             settings=CallSettings(self.max_new_tokens, self.temperature, self.seed, self.max_attempts),
             num_negatives=self.num_negatives,
             max_chars=self.max_passage_chars,
+            query_editor=self.query_editor,
+            prompt_version=self.prompt_version,
         )
         for i, raw in enumerate(items):
             try:
