@@ -55,15 +55,61 @@ def document_text(doc: dict[str, str]) -> str:
     return f"{title}. {text}" if text else title
 
 
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line; any defect is a ValueError naming the file and line."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start}).") from err
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg}).") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}.")
+            if row.get("_id") is None:
+                raise ValueError(f"{path}:{line_no}: the object has no '_id'.")
+            yield line_no, row
+
+
+def _text_field(row: dict, key: str, path: Path, line_no: int) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{path}:{line_no}: {key!r} must be a string, got {type(value).__name__}.")
+    return value
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """``qrels[query_id][doc_id] = score`` (scores > 0); a missing header or a bad row names the file and line."""
+    table: dict[str, dict[str, int]] = {}
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            if not {"query-id", "corpus-id", "score"} <= set(reader.fieldnames or ()):
+                raise ValueError(
+                    f"{path}: the first line must be the tab-separated header 'query-id, corpus-id, score'; "
+                    f"got {reader.fieldnames!r}."
+                )
+            for row in reader:
+                query_id, doc_id = row["query-id"], row["corpus-id"]
+                try:
+                    score = int(float(row["score"]))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(
+                        f"{path}:{reader.line_num}: score {row['score']!r} is not a number "
+                        "(expected query-id, corpus-id and score separated by tabs)."
+                    ) from err
+                if score > 0:
+                    table.setdefault(str(query_id), {})[str(doc_id)] = score
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}).") from err
+    return table
 
 
 def load_beir(folder: str | Path, *, splits: Iterable[str] | None = None) -> BeirCollection:
@@ -75,11 +121,15 @@ def load_beir(folder: str | Path, *, splits: Iterable[str] | None = None) -> Bei
                 f"{folder} is not a BEIR-layout folder: {required} is missing "
                 "(expected corpus.jsonl, queries.jsonl and qrels/<split>.tsv)."
             )
+    corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
     corpus = {
-        str(row["_id"]): {"title": row.get("title") or "", "text": row.get("text") or ""}
-        for row in _read_jsonl(folder / "corpus.jsonl")
+        str(row["_id"]): {
+            "title": _text_field(row, "title", corpus_path, n),
+            "text": _text_field(row, "text", corpus_path, n),
+        }
+        for n, row in _read_jsonl(corpus_path)
     }
-    queries = {str(row["_id"]): row.get("text") or "" for row in _read_jsonl(folder / "queries.jsonl")}
+    queries = {str(row["_id"]): _text_field(row, "text", queries_path, n) for n, row in _read_jsonl(queries_path)}
     if splits is None:
         splits = [p.stem for p in sorted((folder / "qrels").glob("*.tsv")) if p.stem != "all"]
     qrels: dict[str, dict[str, dict[str, int]]] = {}
@@ -89,12 +139,7 @@ def load_beir(folder: str | Path, *, splits: Iterable[str] | None = None) -> Bei
             raise FileNotFoundError(
                 f"{path} does not exist; available splits: {[p.stem for p in (folder / 'qrels').glob('*.tsv')]}."
             )
-        table: dict[str, dict[str, int]] = {}
-        with open(path, encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                score = int(float(row["score"]))
-                if score > 0:
-                    table.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = score
+        table = _read_qrels(path)
         qrels[split] = table
     return BeirCollection(name=folder.name, corpus=corpus, queries=queries, qrels=qrels)
 
