@@ -337,10 +337,6 @@ def _collection(root: Path, *, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=G
     return folder
 
 
-def _beir_bug(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"BUG (negsynth_hf/data.py load_beir): {reason}")
-
-
 @pytest.mark.parametrize(
     ("files", "message"),
     [
@@ -352,51 +348,41 @@ def _beir_bug(reason: str):
             {"corpus": GOOD_CORPUS + b'{"_id": "d3", "text": "caf\xe9 \xff"}\n'},
             r"corpus\.jsonl.*(line|:)\s*3",
             id="not-utf8",
-            marks=_beir_bug("invalid UTF-8 raises a bare UnicodeDecodeError without the file or line"),
         ),
         pytest.param(
             {"corpus": GOOD_CORPUS + b'{"id": "d3", "text": "x"}\n'},
             r"corpus\.jsonl:3.*_id",
             id="missing-_id",
-            marks=_beir_bug("a line without _id raises a bare KeyError('_id')"),
         ),
         pytest.param(
             {"queries": b'["q1", "query one"]\n'},
             r"queries\.jsonl:1",
             id="line-not-an-object",
-            marks=_beir_bug("a JSON line that is not an object raises a bare TypeError"),
         ),
         pytest.param(
             {"qrels": b"query-id\tcorpus-id\nq1\td1\n"},
             r"test\.tsv.*score",
             id="qrels-without-score-column",
-            marks=_beir_bug("a qrels file without a score column raises a bare KeyError('score')"),
         ),
         pytest.param(
             {"qrels": b"query-id,corpus-id,score\nq1,d1,1\n"},
             r"test\.tsv",
             id="qrels-comma-separated",
-            marks=_beir_bug("a comma-separated qrels file raises a bare KeyError('score')"),
         ),
         pytest.param(
             {"qrels": b"query-id\tcorpus-id\tscore\nq1\td1\thigh\n"},
             r"test\.tsv.*(line|:)\s*2",
             id="qrels-non-numeric-score",
-            marks=_beir_bug(
-                "a non-numeric score raises ValueError('could not convert string to float') without file/line"
-            ),
         ),
         pytest.param(
             {"qrels": b"query-id\tcorpus-id\tscore\nq1\td1\n"},
             r"test\.tsv.*(line|:)\s*2",
             id="qrels-short-row",
-            marks=_beir_bug("a row with a missing field raises a bare TypeError from float(None)"),
         ),
         pytest.param(
             {"qrels": b"q1\td1\t1\n"},
             r"test\.tsv.*header",
             id="qrels-without-header",
-            marks=_beir_bug("a qrels file without a header silently loses its first judgement (read as the header)"),
         ),
     ],
 )
