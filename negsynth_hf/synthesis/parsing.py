@@ -106,6 +106,10 @@ def extract_json(text: str) -> tuple[Any, list[str]]:
     body, had_think = strip_think(text)
     if had_think:
         repairs.append("think_block")
+    try:  # a reply that is valid JSON as a whole wins: a fence may sit INSIDE one of its strings
+        return json.loads(body.strip()), repairs
+    except json.JSONDecodeError:
+        pass
     fence = _FENCE.search(body)
     if fence:
         body = fence.group(1)
