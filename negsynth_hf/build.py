@@ -311,6 +311,7 @@ def build_dataset(
     seed: int = 0,
     show_progress_bar: bool = True,
     cache_dir: str | None = None,
+    query_editor: Literal["llm", "rules", "llm_then_rules"] = "llm",
 ) -> BuildResult:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
@@ -329,6 +330,8 @@ def build_dataset(
         generator: a :class:`~negsynth_hf.generators.GeneratorConfig` (or an object with ``build()``).
             ``None`` means NO synthesis: a mined-only dataset (``num_generated`` must then be 0 or unset).
         strategy / profile / max_candidates / temperature / max_new_tokens / max_attempts: the Synthesizer's.
+        query_editor: query_edit's editor, ``"llm"``, ``"rules"`` (edits made in code; for models too small to
+            edit) or ``"llm_then_rules"`` (see :class:`~negsynth_hf.synthesis.Synthesizer`).
         num_mined: ``M`` mined negative columns (0: none, no mining).
         num_generated: ``G`` generated columns; default 3 with a generator, 0 without.
         range_min / range_max / absolute_margin / relative_margin / max_score / min_score / sampling_strategy:
@@ -441,6 +444,7 @@ def build_dataset(
             max_new_tokens=max_new_tokens,
             max_attempts=max_attempts,
             seed=seed,
+            query_editor=query_editor,
             query_column="anchor",
             positive_column="positive",
             candidate_columns=[f"negative_{j}" for j in range(1, m + 1)],

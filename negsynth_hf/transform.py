@@ -40,12 +40,15 @@ def _package_version() -> str:
     return __version__
 
 
-def _prompt_version(strategy: str) -> str:
+def _prompt_version(strategy: str, query_editor: str = "llm") -> str:
     try:
-        from negsynth_hf.synthesis import PROMPT_VERSIONS
+        from negsynth_hf.synthesis import PROMPT_VERSIONS, RULE_EDITS_VERSION
     except ImportError:  # synthesis not importable: keep the transform hashable and say so at call time
         return "unavailable"
-    return str(PROMPT_VERSIONS[strategy])
+    version = str(PROMPT_VERSIONS[strategy])
+    if strategy == "query_edit" and query_editor != "llm":  # as Synthesizer.prompt_version
+        version = f"{version}+{query_editor}:{RULE_EDITS_VERSION}"
+    return version
 
 
 def _synthesis_signature(strategy: str, profile: Any) -> str:
@@ -89,6 +92,8 @@ class CounterfactualNegatives:
         title_column: optional column with the positive's title (the query-edit writer's only context).
         output_prefix: generated columns are ``f"{output_prefix}{i}"`` for ``i = 1..G``.
         provenance_column: name of the JSON provenance column.
+        query_editor: who makes query_edit's one-detail edit: ``"llm"``, ``"rules"`` (code, no LLM call;
+            for models too small to edit) or ``"llm_then_rules"`` (see ``Synthesizer``).
         concurrency: ``"async"`` drives ``Synthesizer.asynthesize`` (requests of a batch in flight together:
             remote servers), ``"sync"`` calls ``synthesize`` (local backends batch internally), ``"auto"``
             picks async for the ``openai`` backend.
@@ -117,6 +122,7 @@ class CounterfactualNegatives:
         output_prefix: str = "generated_",
         provenance_column: str = PROVENANCE_COLUMN,
         concurrency: Literal["auto", "async", "sync"] = "auto",
+        query_editor: Literal["llm", "rules", "llm_then_rules"] = "llm",
     ) -> None:
         if generator is None:
             from negsynth_hf.generators import GeneratorConfig
@@ -132,6 +138,8 @@ class CounterfactualNegatives:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
         if num_generated < 1:
             raise ValueError(f"num_generated must be >= 1, got {num_generated} (use build_dataset(num_generated=0)).")
+        if query_editor not in ("llm", "rules", "llm_then_rules"):
+            raise ValueError(f"query_editor must be 'llm', 'rules' or 'llm_then_rules', got {query_editor!r}.")
         if concurrency not in ("auto", "async", "sync"):
             raise ValueError(f"concurrency must be 'auto', 'async' or 'sync', got {concurrency!r}.")
         self.generator = generator
@@ -150,7 +158,8 @@ class CounterfactualNegatives:
         self.output_prefix = output_prefix
         self.provenance_column = provenance_column
         self.concurrency = concurrency
-        self.prompt_version = _prompt_version(strategy)
+        self.query_editor = query_editor
+        self.prompt_version = _prompt_version(strategy, query_editor)
         self.synthesis_signature = _synthesis_signature(strategy, profile)
         self.package_version = _package_version()
         self._live: dict[str, Any] = {}
@@ -180,9 +189,13 @@ class CounterfactualNegatives:
     )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._CONFIG_FIELDS}
+        state = {name: getattr(self, name) for name in self._CONFIG_FIELDS}
+        if self.query_editor != "llm":  # hashed only when set, so existing fingerprints stay valid
+            state["query_editor"] = self.query_editor
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.query_editor = "llm"
         self.__dict__.update(state)
         self._live = {}
         self._lock = threading.Lock()
@@ -213,6 +226,7 @@ class CounterfactualNegatives:
             "max_new_tokens": self.max_new_tokens,
             "max_attempts": self.max_attempts,
             "seed": self.seed,
+            "query_editor": self.query_editor,
             "prompt_version": self.prompt_version,
             "synthesis_signature": self.synthesis_signature,
             "package_version": self.package_version,
@@ -257,6 +271,7 @@ class CounterfactualNegatives:
             max_new_tokens=self.max_new_tokens,
             max_attempts=self.max_attempts,
             seed=self.seed,
+            query_editor=self.query_editor,
         )
 
     def _use_async(self) -> bool:
@@ -385,6 +400,7 @@ class CounterfactualNegatives:
                     "rewrote_candidate": bool(n.rewrote_candidate),
                     "candidate_index": n.candidate_index,
                     "edited_query": n.edited_query,
+                    **({"rule_edit": True} if getattr(n, "rule_edit", False) else {}),
                 }
                 for i, n in enumerate(kept, start=1)
             ],

@@ -159,3 +159,32 @@ def test_config_dict_and_validation():
         Synthesizer(gen, strategy="query_edit", query_editor="regex")
     with pytest.raises(TypeError):
         Synthesizer(gen, "query_edit")  # keyword-only
+
+
+# --------------------------------------------------------------------------- transform / build wiring
+
+
+def test_transform_forwards_query_editor_and_hashes_it():
+    import inspect
+    import pickle
+
+    from datasets.fingerprint import Hasher
+
+    from negsynth_hf.build import build_dataset
+    from negsynth_hf.generators import GeneratorConfig
+    from negsynth_hf.transform import CounterfactualNegatives
+
+    config = GeneratorConfig(backend="embedded", cache_dir="")
+    default = CounterfactualNegatives(config, strategy="query_edit")
+    rules = CounterfactualNegatives(config, strategy="query_edit", query_editor="rules")
+    assert "query_editor" not in default.__getstate__()  # existing fingerprints stay valid
+    assert Hasher.hash(default) != Hasher.hash(rules)
+    assert rules.config_dict()["query_editor"] == "rules" and rules.prompt_version.startswith("qe-v2+rules")
+    clone = pickle.loads(pickle.dumps(rules))
+    assert clone.query_editor == "rules" and pickle.loads(pickle.dumps(default)).query_editor == "llm"
+    synth = rules._make_synthesizer(ScriptedGenerator(_passage_responder))
+    assert synth.query_editor == "rules" and synth.prompt_version == rules.prompt_version
+    with pytest.raises(ValueError, match="query_editor"):
+        CounterfactualNegatives(config, query_editor="regex")
+    param = inspect.signature(build_dataset).parameters["query_editor"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default == "llm"
