@@ -61,6 +61,8 @@ def test_direction_flips_are_typed_and_come_last():
     assert _spans(CLAIMS[0], k=3)[-1] == ("direction", "lack", "have")
     assert ("direction", "reduces", "raises") in _spans(CLAIMS[2])
     assert ("direction", "more", "less") in _spans(CLAIMS[5])
+    # no flip right before a negation ("have no role" -> "lack no role" seen with real SciFact claims)
+    assert _spans("ATM and Rad3 related protein have no role in sensing DNA damage.") == []
     # with K=2 the Aspirin claim is edited by population swaps only, never flipped
     assert [t for t, *_ in _spans(CLAIMS[2], k=2)] == ["population", "population"]
     assert EDIT_TYPE_ORDER[-1] == "direction"

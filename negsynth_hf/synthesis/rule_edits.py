@@ -100,6 +100,8 @@ _LEXICONS = (("population", _POPULATION), ("setting", _SETTING), ("direction", _
 
 # a standalone number: not glued to a letter/digit/hyphen before it (p53, IL-6, COVID-19), and not
 # followed by letters (2nd, 5mg) -- a following hyphen is fine (0-dimensional, 3-fold)
+# "have no role" -> "lack no role" is nonsense: no direction flip right before a negation
+_NEGATION_AFTER = re.compile(r"\s+(?:no|not|none|neither|nothing|never)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w\-/.,])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)(?![\w/]|[.,]\d)")
 
 
@@ -169,6 +171,8 @@ def _candidates(query: str) -> list[_Candidate]:
             flags = 0 if term.isupper() else re.IGNORECASE
             for m in re.finditer(rf"(?<![\w\-]){re.escape(term)}(?![\w\-])", query, flags):
                 if any(m.start() < e and s < m.end() for s, e in taken):
+                    continue
+                if edit_type == "direction" and _NEGATION_AFTER.match(query, m.end()):
                     continue
                 taken.append((m.start(), m.end()))
                 for alt, new in enumerate(lexicon[term]):
