@@ -149,6 +149,14 @@ class Synthesizer:
             ctx.items[i] = item
             usable = [(j, c) for j, c in enumerate(item.candidates) if isinstance(c, str) and c.strip()]
             ctx.candidates[i] = usable[: self.max_candidates]
+            # prompts cut every text at max_passage_chars (prompts.escape_data): record it, so it can be counted
+            texts = [("query", item.query), ("positive", item.positive)]
+            texts += [(f"candidate {j + 1}", c) for j, c in ctx.candidates[i]]
+            for name, text in texts:
+                if len(text) > self.max_passage_chars:
+                    ctx.results[i].notes.append(
+                        f"truncated: {name} cut from {len(text):,} to {self.max_passage_chars:,} characters in prompts"
+                    )
         return ctx
 
     def _finish(self, ctx: Context) -> list[SynthesisResult]:
