@@ -234,8 +234,10 @@ def test_generator_returning_the_positive_is_flagged_and_masked(tiny_model, tmp_
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (transform.py inputs / synthesis): a mined candidate identical to the row's positive is offered "
-    "to the LLM as a negative to rewrite, silently; it should be dropped and counted (or rejected with the row).",
+    reason="BUG (synthesis/synthesizer.py _context): a mined candidate identical to the row's positive is offered "
+    "to the LLM as a negative to rewrite, silently; it should be dropped and counted (a fix dropping it with a note "
+    "breaks tests/test_synthesis_pipeline.py::test_prompt_injection_stays_delimited_data, which passes the same "
+    "text as positive and candidate, so it is left to the synthesis owner).",
 )
 def test_candidate_equal_to_positive_is_not_offered_as_a_negative(server):
     rows = base_rows(2)
@@ -263,16 +265,12 @@ def test_extremely_long_documents_are_cut_in_prompts(server):
     assert all(p.count(" ...\n</") >= 1 for p in analysis)  # the cut is visible in the prompt
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: truncation of long texts (Synthesizer max_passage_chars) is documented in the docstring but not "
-    "recorded in the row's provenance notes, so a user cannot count truncated rows.",
-)
 def test_truncation_is_recorded_in_provenance(server):
     rows = base_rows(1)
     rows["positive"][0] = "Compound zero lowered pressure. " * 20_000
     out = Dataset.from_dict(rows).map(naive(server, strategy="counterfactual"), batched=True)
-    assert any("trunc" in note or "cut" in note for note in provenance(out)[0]["notes"])
+    notes = provenance(out)[0]["notes"]
+    assert "truncated: positive cut from 640,000 to 2,000 characters in prompts" in notes, notes
 
 
 def test_lone_surrogate_costs_at_most_its_own_row(server, tmp_path):
