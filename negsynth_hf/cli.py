@@ -51,9 +51,12 @@ Multi-process (same steps): accelerate launch --config_file recipes/accelerate_c
 
 
 def _state():
+    """The process group. ``cpu`` follows ``ACCELERATE_USE_CPU`` (set by ``accelerate launch --cpu``): without it a
+    CPU-only ``torchrun``/multi-process launch would give every process rank 0 of 1."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _print(*args: Any) -> None:
