@@ -112,6 +112,10 @@ def cross_fitted_probe(
     n_gen, n_mined = int(y.sum()), int((1 - y).sum())
     proba = np.full(y.shape[0], 0.5)
     splits = min(n_splits, n_gen, n_mined)
+    if groups is not None:
+        # StratifiedGroupKFold needs at least one group per fold in each class
+        g = np.asarray(groups)
+        splits = min(splits, len(np.unique(g[y == 1])), len(np.unique(g[y == 0])))
     if splits < 2:
         return ProbeResult(float("nan"), proba, n_gen, n_mined, 0)
     if groups is not None:

@@ -37,6 +37,12 @@ def test_probe_on_indistinguishable_sources_is_near_chance():
     assert importance_weights(probe, y)[y == 1].mean() > 0.8
 
 
+def test_probe_caps_folds_at_number_of_groups():
+    y = np.array([0, 1] * 6)
+    probe = cross_fitted_probe(np.random.default_rng(0).normal(size=(12, 3)), y, groups=np.repeat([0, 1, 2], 4))
+    assert probe.n_splits == 3 and probe.proba_generated.shape == (12,)
+
+
 def test_probe_with_one_class_is_not_fitted():
     probe = cross_fitted_probe(np.zeros((5, 2)), [0] * 5)
     assert np.isnan(probe.auc) and probe.n_splits == 0
