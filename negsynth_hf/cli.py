@@ -156,6 +156,8 @@ def _build_kwargs(cfg: RecipeConfig, generator, retriever: str) -> dict[str, Any
     if generator is not None:
         kwargs["strategy"] = b.strategy
         kwargs["profile"] = b.profile
+        if b.query_editor != "llm":  # only when set: build_options may still pass it
+            kwargs["query_editor"] = b.query_editor
     overlap = set(kwargs) & set(b.build_options)
     if overlap - {"seed"}:
         raise ConfigError(f"build.build_options repeats {sorted(overlap)}: set those as build keys instead.")

@@ -111,6 +111,11 @@ class BuildConfig:
         "(null = the full corpus). For smoke tests and quick trials.",
     )
     strategy: str = _f("query_edit", "Synthesis strategy (see negsynth_hf.build.build_dataset).")
+    query_editor: str = _f(
+        "llm",
+        "query_edit's one-detail editor: llm, rules (edit made in code; for models too small to edit, e.g. the "
+        "embedded SmolLM2) or llm_then_rules (rules replace LLM edits that fail the check).",
+    )
     profile: str = _f("generic", "Dataset profile: relevance definition and writing style given to the LLM.")
     num_mined: int = _f(3, "Mined negatives per row.")
     num_generated: int = _f(2, "Generated negatives per row.")

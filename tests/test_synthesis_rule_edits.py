@@ -190,3 +190,16 @@ def test_transform_forwards_query_editor_and_hashes_it():
         CounterfactualNegatives(config, query_editor="regex")
     param = inspect.signature(build_dataset).parameters["query_editor"]
     assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default == "llm"
+
+
+def test_recipe_key_reaches_build_kwargs():
+    from negsynth_hf.cli import _build_kwargs
+    from negsynth_hf.recipe_config import ConfigError, parse_step_args
+
+    cfg = parse_step_args("build", ["--query_editor", "rules"])
+    assert cfg.build.query_editor == "rules"
+    assert _build_kwargs(cfg, object(), "r")["query_editor"] == "rules"
+    assert "query_editor" not in _build_kwargs(parse_step_args("build", []), object(), "r")  # default: unchanged
+    cfg.build.build_options = {"query_editor": "llm"}
+    with pytest.raises(ConfigError, match="query_editor"):
+        _build_kwargs(cfg, object(), "r")
