@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-mined", type=int, default=15)
     p.add_argument("--num-generated", type=int, default=2)
     p.add_argument("--strategy", default="query_edit", choices=["query_edit", "counterfactual", "naive"])
+    p.add_argument(
+        "--query-editor",
+        default="rules",
+        choices=["llm", "rules", "llm_then_rules"],
+        help="query_edit stage 1: SmolLM2 almost never passes the one-place check, so rules by default.",
+    )
     p.add_argument("--profile", default="scientific", help="Dataset profile (SciFact: claims vs paper abstracts).")
     p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--max-attempts", type=int, default=2)
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         corpus=corpus,
         generator=generator,
         strategy=args.strategy,
+        query_editor=args.query_editor,
         profile=args.profile,
         num_mined=args.num_mined,
         num_generated=args.num_generated,
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Command: `python benchmarks/build_smollm2_200.py {' '.join(argv or sys.argv[1:])}`",
         "",
-        f"- pairs: {len(pairs)}; corpus: {len(corpus)} SciFact documents; strategy `{args.strategy}`, "
+        f"- pairs: {len(pairs)}; corpus: {len(corpus)} SciFact documents; strategy `{args.strategy}` (query editor `{args.query_editor}`), "
         f"M={args.num_mined} mined + G={args.num_generated} generated per row; torch threads {args.num_threads}",
         f"- total wall time: {wall / 60:.1f} min (data loading {load_s:.1f} s)",
         f"- probe AUC before weighting: {_f(result.summary.weights['probe_auc_before'])}, "
