@@ -80,7 +80,7 @@ def built_dataset(n: int = 12) -> BuiltDataset:
         build_config,
         recipe_info,
         {"counts": {"rows_out": n}},
-        "| Count | Value |\n|---|---:|\n| rows_out | 12 |\n",
+        "retriever `/some/local/path/model`\n\n| Count | Value |\n|---|---:|\n| rows_out | 12 |\n",
     )
 
 

@@ -114,11 +114,19 @@ def dataset_card(
         generator=generator,
         base_model_id=base_model_id or "sentence-transformers/all-MiniLM-L6-v2",
         settings_json=json.dumps(public_settings(info), indent=2, sort_keys=True, default=str),
-        summary_markdown=summary_markdown.strip(),
+        summary_markdown=public_text(summary_markdown, info).strip(),
         triplet_dropped=triplet_dropped,
         source_license=license,
         source_citation=source_citation,
     )
+
+
+def public_text(text: str, info: dict[str, Any]) -> str:
+    """``text`` with this machine's model folders replaced by public names (the retriever's Hub id)."""
+    local = info.get("retriever")
+    if isinstance(local, str) and local.startswith("/") and info.get("retriever_id"):
+        text = text.replace(local, str(info["retriever_id"]))
+    return text
 
 
 def public_settings(info: dict[str, Any]) -> dict[str, Any]:
