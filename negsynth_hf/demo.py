@@ -39,7 +39,8 @@ def demo_defaults() -> RecipeConfig:
     cfg.build.corpus_size = 1000
     # SmolLM2-135M cannot make a one-detail edit (0 of 20 SciFact claims, benchmarks/results/synthesis_smollm2.md):
     # the edit is made in code and the LLM writes one passage per edited claim (1 call per negative)
-    cfg.build.build_options = {"query_editor": "rules", "max_new_tokens": 160}
+    cfg.build.query_editor = "rules"
+    cfg.build.build_options = {"max_new_tokens": 160}
     cfg.train.loss = "causalneg"
     cfg.train.per_device_train_batch_size = 16
     cfg.train.max_steps = 30
