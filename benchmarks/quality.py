@@ -284,8 +284,11 @@ def generator_config(args: argparse.Namespace):
     )
 
 
-def build_sets(pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path):
-    """The mined, naive and counterfactual training sets (``BuildResult``), built once and saved under ``work``."""
+def build_sets(
+    pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path, needed: set[str]
+):
+    """The ``needed`` training sets among mined, naive and counterfactual (``BuildResult``), built once and saved
+    under ``work``."""
     from negsynth_hf import build_dataset
     from negsynth_hf.build import BuildResult
     from negsynth_hf.training import resolve_model_path
@@ -321,6 +324,8 @@ def build_sets(pairs, corpus: list[str], args: argparse.Namespace, settings: dic
     sets: dict[str, Any] = {}
     timings: dict[str, float] = {}
     for name, spec in specs.items():
+        if name not in needed:
+            continue
         path = work / "builds" / name
         if path.is_dir() and not args.rebuild:
             sets[name] = BuildResult.load_from_disk(path)
@@ -417,11 +422,21 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
-def save_records(path: Path, records: list[dict[str, Any]]) -> None:
+def save_records(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write ``records`` plus any record another process saved meanwhile (same settings, other variant/seed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mine = {(r["variant"], r["seed"], r.get("settings_key")) for r in records}
+    keys = {r.get("settings_key") for r in records}
+    records = records + [
+        r
+        for r in load_records(path)
+        if r.get("settings_key") in keys and (r["variant"], r["seed"], r.get("settings_key")) not in mine
+    ]
+    records.sort(key=lambda r: (VARIANTS.index(r["variant"]), r["seed"]))
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n", encoding="utf-8")
     tmp.replace(path)
+    return records
 
 
 def _json_default(value: Any) -> Any:
@@ -556,7 +571,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         flush=True,
     )
 
-    sets, build_seconds = build_sets(pairs, corpus, args, settings, work)
+    needed = {VARIANT_SPECS[v]["dataset"] for v in args.variants if v != "base"} or {"mined"}
+    sets, build_seconds = build_sets(pairs, corpus, args, settings, work, needed)
     if args.build_only:
         return []
 
@@ -574,12 +590,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         queries, eval_corpus, relevant, name=f"{name}-{args.split}", corpus_size=settings["eval_corpus_size"], seed=0
     )
     key = settings_key(args, settings)
-    train_sets = {
-        "mined": sets["mined"].train,
-        "naive": mask_labels(sets["naive"].train),
-        "counterfactual": mask_labels(sets["counterfactual"].train),
-        "counterfactual_weighted": sets["counterfactual"].train,
-    }
+    train_sets: dict[str, Any] = {}
+    if "mined" in sets:
+        train_sets["mined"] = sets["mined"].train
+    if "naive" in sets:
+        train_sets["naive"] = mask_labels(sets["naive"].train)
+    if "counterfactual" in sets:
+        train_sets["counterfactual"] = mask_labels(sets["counterfactual"].train)
+        train_sets["counterfactual_weighted"] = sets["counterfactual"].train
     description = (
         f"{len(evaluator.queries)} {args.split} queries over {len(evaluator.corpus):,} documents"
         f"{'' if len(evaluator.corpus) == len(eval_corpus) else f' (judged + random, of {len(eval_corpus):,})'}; "
@@ -595,8 +613,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "command": command,
         "description": description,
         "settings_key": key,
-        "build_seconds": build_seconds,
-        "build_summaries": {k: v.summary.to_dict() for k, v in sets.items()},
+        "build_seconds": {**(meta.get("build_seconds") or {}), **build_seconds},
+        "build_summaries": {
+            **(meta.get("build_summaries") or {}),
+            **{k: v.summary.to_dict() for k, v in sets.items()},
+        },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
     }
     meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -662,7 +683,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 shutil.rmtree(run_dir, ignore_errors=True)
         record.update(common, wall_seconds=round(time.perf_counter() - start, 1))
         records.append(record)
-        save_records(paths["json"], records)
+        records = save_records(paths["json"], records)
         write_reports(records, paths, meta)
         print(
             f"[run] {variant} seed {seed}: nDCG@10 {record['ndcg@10']:.4f} MRR@10 {record['mrr@10']:.4f} "

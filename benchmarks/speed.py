@@ -43,10 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-generated", type=int, default=2)
     p.add_argument("--latency", type=float, default=0.2, help="Loopback server seconds per request.")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--embedded-rows", type=int, default=4, help="Rows for the SmolLM2 runs (0 skips them).")
+    p.add_argument("--embedded-rows", type=int, default=2, help="Rows for the SmolLM2 runs (0 skips them).")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--output", default=str(RESULTS / "speed"))
+    p.add_argument("--report-only", action="store_true", help="Rewrite the .md from the saved .json and stop.")
     return p.parse_args(argv)
 
 
@@ -227,20 +228,21 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"## Transform throughput (`CounterfactualNegatives`, `query_edit`, G={tr['num_generated']}, cache off)",
             "",
-            "| generator | concurrency | rows | seconds | rows/s |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| generator | concurrency | rows | seconds | rows/s | negatives written |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         base = tr["loopback"].get(str(min(int(c) for c in tr["loopback"]))) if tr["loopback"] else None
         for c, r in tr["loopback"].items():
             speed = f" ({r['rows_per_s'] / base['rows_per_s']:.1f}x of C={min(int(k) for k in tr['loopback'])})"
             lines.append(
                 f"| loopback server, {tr['latency_s']} s/request | {c} | {r['rows']} | {r['seconds']:.1f} | "
-                f"{r['rows_per_s']:.2f}{speed if base else ''} |"
+                f"{r['rows_per_s']:.2f}{speed if base else ''} | {r['negatives']} |"
             )
         if "embedded" in tr:
             r = tr["embedded"]
             lines.append(
-                f"| embedded SmolLM2-135M (in-process) | - | {r['rows']} | {r['seconds']:.1f} | {r['rows_per_s']:.3f} |"
+                f"| embedded SmolLM2-135M (in-process) | - | {r['rows']} | {r['seconds']:.1f} | {r['rows_per_s']:.3f} "
+                f"| {r['negatives']} |"
             )
         lines.append("")
     rr = report.get("rerun")
@@ -262,6 +264,11 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    out = Path(args.output)
+    if args.report_only:
+        report = json.loads(out.with_suffix(".json").read_text())
+        out.with_suffix(".md").write_text(to_markdown(report))
+        return report
     import torch
 
     if args.threads:
@@ -273,7 +280,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_start": round(os.getloadavg()[0], 1),
         "args": vars(args),
     }
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
