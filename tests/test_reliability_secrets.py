@@ -94,6 +94,8 @@ class MockedHfApi:
 def test_keys_never_reach_files_logs_caches_or_fingerprints(planted, tiny_model, caplog, capfd):
     tmp = planted
     caplog.set_level(logging.DEBUG)
+    # an in-process CLI test may have raised the package logger's level: capture its debug records regardless
+    caplog.set_level(logging.DEBUG, logger="negsynth_hf")
     config = GeneratorConfig(
         backend="openai",
         model="fault-model",
