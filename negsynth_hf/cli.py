@@ -416,6 +416,7 @@ def run_publish(cfg: RecipeConfig):
             source_name=source_name,
             license=p.model_license,
             example=example,
+            eval_dataset_id=(source_dataset_ids(cfg) or [cfg.data.dataset])[0],
         )
         staging.targets.append(UploadTarget(str(staged["model"]), model_repo, "model"))
         if "adapter" in staged and adapter_repo:

@@ -230,6 +230,7 @@ def test_model_cards_metadata(trained_dir, tmp_path, eval_result):
         eval_result=eval_result,
         dataset_repo_id="me/ds",
         source_name="SciFact",
+        eval_dataset_id="BeIR/scifact",
     )
     card = ModelCard.load(staged["model"] / "README.md")
     data = card.data
@@ -238,7 +239,7 @@ def test_model_cards_metadata(trained_dir, tmp_path, eval_result):
     assert "loss:CausalNegLoss" in data.tags
     values = {r.metric_type: r.metric_value for r in data.eval_results}
     assert values == {"ndcg_at_10": 0.661, "mrr_at_10": 0.62, "recall_at_100": 0.93}
-    assert all(r.dataset_split == "test" for r in data.eval_results)
+    assert all(r.dataset_split == "test" and r.dataset_type == "BeIR/scifact" for r in data.eval_results)
     assert 'SentenceTransformer("me/m")' in card.text and "## Limitations" in card.text
     assert '"entropy_weight": 0.05' in card.text  # loss config
     assert "@inproceedings" in card.text and "| trained |" in card.text

@@ -168,6 +168,7 @@ def model_card(
     source_name: str | None = None,
     example_query: str = "What does this model retrieve?",
     example_document: str = "A passage that answers the query.",
+    eval_dataset_id: str | None = None,
 ) -> ModelCard:
     """The model card (merged model or adapter): base model, datasets, loss config, model-index, usage, limits."""
     model_name = repo_id.split("/")[-1]
@@ -179,7 +180,7 @@ def model_card(
                 EvalResult(
                     task_type="information-retrieval",
                     task_name="Information Retrieval",
-                    dataset_type=dataset_repo_id or eval_result.dataset,
+                    dataset_type=eval_dataset_id or eval_result.dataset,  # what was evaluated, not the train set
                     dataset_name=source_name or eval_result.dataset,
                     dataset_split=eval_result.split,
                     metric_type=metric_type,

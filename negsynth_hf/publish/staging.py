@@ -232,6 +232,7 @@ def stage_models(
     source_name: str | None = None,
     license: str = "apache-2.0",
     example: tuple[str, str] | None = None,
+    eval_dataset_id: str | None = None,
 ) -> dict[str, Path]:
     """Write ``model/`` (merged) and, when the run trained LoRA, ``adapter/`` with its base id rewritten."""
     model_dir, folder = Path(model_dir), Path(folder)
@@ -253,6 +254,7 @@ def stage_models(
         "adapter_repo_id": adapter_repo_id if adapter_src is not None else None,
         "license": license,
         "source_name": source_name,
+        "eval_dataset_id": eval_dataset_id,
     }
     if example:
         common["example_query"], common["example_document"] = example
