@@ -157,28 +157,11 @@ def bench_vs_mnrl() -> dict:
 
 
 def _build_small_model(folder: Path) -> str:
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from negsynth_hf.testing import build_tiny_sentence_transformer
 
-    from negsynth_hf.paths import embedded_retriever_path
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_retriever_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=MEMORY_HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=MEMORY_HIDDEN * 4,
-        max_position_embeddings=512,
+    build_tiny_sentence_transformer(
+        folder, hidden=MEMORY_HIDDEN, intermediate=MEMORY_HIDDEN * 4, max_seq_length=MEMORY_TOKENS
     )
-    BertModel(config).save_pretrained(folder / "hf")
-    tokenizer.save_pretrained(folder / "hf")
-    transformer = Transformer(str(folder / "hf"), max_seq_length=MEMORY_TOKENS)
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension()), Normalize()])
-    model.save(str(folder / "st"))
     return str(folder / "st")
 
 

@@ -8,37 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from negsynth_hf.testing import build_tiny_sentence_transformer
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
-
-
-def build_tiny_sentence_transformer(folder: Path, *, seed: int = 0, hidden: int = 32):
-    """A 2-layer BERT (hidden 32) with the MiniLM tokenizer, mean pooling and normalization, saved to ``folder``."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from negsynth_hf.paths import embedded_retriever_path
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_retriever_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=512,
-    )
-    hf_dir = folder / "hf"
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    transformer = Transformer(str(hf_dir), max_seq_length=64)
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension()), Normalize()])
-    model.save(str(folder / "st"))
-    return SentenceTransformer(str(folder / "st"))
 
 
 @pytest.fixture(scope="session")
