@@ -472,6 +472,7 @@ def build_dataset(
             out = work_ds.map(
                 transform,
                 batched=True,
+                with_indices=True,  # errors name the pairs row (work_ds rows are pairs rows)
                 batch_size=map_batch_size,
                 num_proc=num_proc,
                 desc=f"synthesis ({strategy})",

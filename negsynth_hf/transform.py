@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -88,7 +89,8 @@ class CounterfactualNegatives:
         max_candidates / temperature / max_new_tokens / max_attempts / seed: passed to the Synthesizer.
         query_column / positive_column: input text columns.
         candidate_columns: mined-negative columns offered as rewrite candidates. ``None``: every
-            ``negative_<i>`` column present, in numeric order. Empty strings are skipped.
+            ``negative_<i>`` column present, in numeric order. Empty strings are skipped, and so is a
+            candidate equal to the row's positive (noted in the row's provenance).
         title_column: optional column with the positive's title (the query-edit writer's only context).
         output_prefix: generated columns are ``f"{output_prefix}{i}"`` for ``i = 1..G``.
         provenance_column: name of the JSON provenance column.
@@ -289,8 +291,13 @@ class CounterfactualNegatives:
         found = [(int(m.group(1)), c) for c in batch if (m := _NEGATIVE_COLUMN.match(c))]
         return [c for _, c in sorted(found)]
 
-    def inputs(self, batch: dict[str, list]) -> list[Any]:
-        """The batch as ``SynthesisInput`` records (validates columns and types, naming the offending row)."""
+    def inputs(self, batch: dict[str, list], indices: Sequence[int] | None = None) -> list[Any]:
+        """The batch as ``SynthesisInput`` records (validates columns and types, naming the offending row).
+
+        ``indices``: the dataset rows of the batch (``Dataset.map(..., with_indices=True)`` passes them), so an
+        error names the dataset row. Without them, the rows are taken from the calling ``Dataset.map`` where
+        that is possible (see :func:`_rows_from_datasets_map`), else the error names the row within the batch.
+        """
         from negsynth_hf.synthesis import SynthesisInput
 
         for column in (self.query_column, self.positive_column, self.title_column):
@@ -300,16 +307,18 @@ class CounterfactualNegatives:
                     "Set query_column/positive_column/title_column."
                 )
         candidate_columns = self._candidate_columns(batch)
+        queries, positives = batch[self.query_column], batch[self.positive_column]
         items = []
-        for i, (query, positive) in enumerate(zip(batch[self.query_column], batch[self.positive_column], strict=True)):
+        for i, (query, positive) in enumerate(zip(queries, positives, strict=True)):
             for column, value in ((self.query_column, query), (self.positive_column, positive)):
                 if not isinstance(value, str) or not value.strip():
-                    raise ValueError(
-                        f"row {i} of the batch: column {column!r} must be a non-empty string, got {value!r}."
-                    )
+                    rows = _batch_rows(indices, len(queries)) or _rows_from_datasets_map(len(queries))
+                    where = f"row {rows[i]}" if rows else f"row {i} of the batch"
+                    raise ValueError(f"{where}: column {column!r} must be a non-empty string, got {value!r}.")
+            # every usable candidate: the Synthesizer drops those equal to the positive, then keeps max_candidates
             candidates = tuple(
                 c for c in (batch[col][i] for col in candidate_columns) if isinstance(c, str) and c.strip()
-            )[: self.max_candidates]
+            )
             title = batch[self.title_column][i] if self.title_column else None
             items.append(SynthesisInput(query=query, positive=positive, candidates=candidates, title=title or None))
         return items
@@ -338,8 +347,9 @@ class CounterfactualNegatives:
             raise box["err"]
         return box["out"]
 
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        items = self.inputs(batch)
+    def __call__(self, batch: dict[str, list], indices: Sequence[int] | None = None) -> dict[str, list]:
+        """Map one batch; ``indices`` (from ``Dataset.map(..., with_indices=True)``) name dataset rows in errors."""
+        items = self.inputs(batch, indices)
         try:
             results = self._run(items)
             if len(results) != len(items):
@@ -406,6 +416,43 @@ class CounterfactualNegatives:
             ],
         }
         return texts, record
+
+
+def _batch_rows(indices: Any, n: int) -> list[int] | None:
+    """``indices`` as a list of ``n`` dataset rows, or ``None`` when they are missing or do not fit the batch."""
+    if isinstance(indices, (list, tuple, range)) and len(indices) == n and all(isinstance(i, int) for i in indices):
+        return list(indices)
+    return None
+
+
+def _rows_from_datasets_map(n: int) -> list[int] | None:
+    """Best effort, for error messages only: the dataset rows of the batch ``Dataset.map`` is calling us with.
+
+    ``map(..., with_indices=True)`` passes them to :meth:`CounterfactualNegatives.__call__`; without that flag,
+    the per-batch helper of ``datasets`` (``apply_function`` in ``datasets.arrow_dataset``) still holds exactly
+    what it would have passed in its ``indices`` and ``offset`` locals (``offset``: the shard's start under
+    ``num_proc``). ``None`` when there is no such caller (a direct call) or it looks different (another
+    ``datasets`` version): the message then names the row within the batch.
+    """
+    frame = sys._getframe(1)
+    try:
+        for _ in range(8):
+            frame = frame.f_back
+            if frame is None:
+                return None
+            if frame.f_code.co_name == "apply_function" and str(frame.f_globals.get("__name__", "")).startswith(
+                "datasets."
+            ):
+                rows = _batch_rows(frame.f_locals.get("indices"), n)
+                offset = frame.f_locals.get("offset", 0)
+                if rows is None or not isinstance(offset, int):
+                    return None
+                return [i + offset for i in rows]
+        return None
+    except Exception:  # noqa: BLE001 - only ever improves an error message
+        return None
+    finally:
+        del frame
 
 
 def parse_provenance(value: str) -> dict[str, Any]:

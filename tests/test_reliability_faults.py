@@ -106,8 +106,8 @@ def _body_key(seen) -> str:
 
 
 # rows that failed on transport/HTTP errors (never cached), and rows that failed on a 200 reply with unusable
-# content (a refusal, JSON of the wrong shape): whether those are cached is the cache policy's call (see the
-# xfail test below for schema-violating JSON that is still replayed)
+# content (a refusal, JSON of the wrong shape): the cache policy keeps refusals and JSON without the required keys
+# out of the cache, and the synthesizer discards the cached replies it rejected (valid JSON failing validation)
 TRANSPORT_FAILURES = {2, 9, 10, 11, 13}
 CONTENT_FAILURES = {6, 8, 12}
 
@@ -158,10 +158,9 @@ def test_every_row_ends_valid_or_with_a_reason_and_rerun_completes_only_failures
         assert failed == TRANSPORT_FAILURES | CONTENT_FAILURES
         assert TRANSPORT_FAILURES | {5, 7} <= asked <= failed | {5, 7}, asked
         assert all(server.count(f"row-{i:03d};") == 1 for i in asked)
+        assert CONTENT_FAILURES <= asked  # no rejected reply is replayed from the cache
         recs = records(second)
         for i in range(n):
-            if i in CONTENT_FAILURES - asked:  # a replayed rejected reply (the xfail below)
-                continue
             assert recs[i]["failure_reason"] is None, (i, recs[i])
             assert generated(second)[i] == generated(reference)[i]  # same as the fault-free run
             if i not in asked:
@@ -181,12 +180,6 @@ def test_rerun_reasks_rows_whose_replies_were_refusals(tmp_path):
         assert records(second)[1]["failure_reason"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (synthesis/engine.py run_tasks): a reply that is valid JSON but fails the stage schema is cached "
-    "(CachingGenerator only skips non-JSON replies) and the synthesizer never calls CachingGenerator.discard() "
-    "for replies it rejects, so a rerun replays the rejected reply and the row can never complete.",
-)
 def test_rerun_reasks_rows_whose_cached_replies_were_rejected(tmp_path):
     ds = Dataset.from_dict(rows(3))
     with FaultServer() as server:
@@ -198,6 +191,21 @@ def test_rerun_reasks_rows_whose_cached_replies_were_rejected(tmp_path):
         second = run_map(ds, transform(config(server, cache)))
         assert server.count("row-001;") >= 1
         assert records(second)[1]["failure_reason"] is None
+
+
+def test_rerun_replays_the_rejected_reply_of_a_row_that_then_succeeded(tmp_path):
+    """Only failed rows forget their rejected replies: a row completed by a re-ask is replayed, no LLM call."""
+    ds = Dataset.from_dict(rows(3))
+    with FaultServer() as server:
+        server.script("row-001;", Fault.reply('{"passages": []}'))  # cached (valid JSON), rejected, then re-asked
+        cache = tmp_path / "cache"
+        first = run_map(ds, transform(config(server, cache)))
+        assert records(first)[1]["failure_reason"] is None and records(first)[1]["attempts"] == 2
+        server.reset_counts()
+        second = run_map(ds, transform(config(server, cache)))
+        assert server.count() == 0
+        assert records(second)[1]["cached_calls"] == records(second)[1]["llm_calls"] == 2
+        assert generated(second) == generated(first)
 
 
 def test_connection_refused_mid_run_then_resume(tmp_path):

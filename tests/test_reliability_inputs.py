@@ -103,12 +103,6 @@ def test_bad_cell_names_column_and_value_in_map(server, column, value):
         Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (transform.py CounterfactualNegatives.inputs): the error names the row WITHIN THE BATCH "
-    "('row 1 of the batch' for dataset row 5 with batch_size=4), not the dataset row, and the whole map stops; "
-    "either name the dataset row or record 'invalid input' per row as the Synthesizer already does.",
-)
 def test_bad_cell_names_the_dataset_row(server):
     rows = base_rows()
     rows["anchor"][5] = None
@@ -120,6 +114,20 @@ def test_bad_cell_names_the_dataset_row(server):
         records = provenance(out)
         assert "anchor" in (records[5]["failure_reason"] or "")
         assert all(r["failure_reason"] is None for i, r in enumerate(records) if i != 5)
+
+
+def test_bad_cell_names_the_dataset_row_with_indices_and_after_select(server):
+    rows = base_rows()
+    rows["positive"][5] = " "
+    with pytest.raises(ValueError, match=r"^row 5: column 'positive'"):
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4, with_indices=True)
+    with pytest.raises(ValueError, match=r"^row 5: column 'positive'"):  # num_proc shards: their offset counts
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=2, num_proc=2)
+    reordered = Dataset.from_dict(rows).select([7, 6, 5, 4, 3, 2, 1, 0])  # rows of the dataset map sees
+    with pytest.raises(ValueError, match=r"^row 2: column 'positive'"):
+        reordered.map(naive(server), batched=True, batch_size=4)
+    with pytest.raises(ValueError, match=r"^row 1 of the batch: column 'positive'"):  # a direct call
+        naive(server)({k: v[4:6] for k, v in rows.items()})
 
 
 @pytest.mark.parametrize(("column", "value"), [*BAD_CELLS, pytest.param("anchor", 17, id="int-query")])
@@ -232,13 +240,6 @@ def test_generator_returning_the_positive_is_flagged_and_masked(tiny_model, tmp_
     assert masked["original_text"] == rows["positive"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (synthesis/synthesizer.py _context): a mined candidate identical to the row's positive is offered "
-    "to the LLM as a negative to rewrite, silently; it should be dropped and counted (a fix dropping it with a note "
-    "breaks tests/test_synthesis_pipeline.py::test_prompt_injection_stays_delimited_data, which passes the same "
-    "text as positive and candidate, so it is left to the synthesis owner).",
-)
 def test_candidate_equal_to_positive_is_not_offered_as_a_negative(server):
     rows = base_rows(2)
     rows["negative_1"] = [rows["positive"][0], "an unrelated mined passage about kidney stones"]
@@ -250,6 +251,8 @@ def test_candidate_equal_to_positive_is_not_offered_as_a_negative(server):
     candidates = re.findall(r"<candidate number=\"\d+\">\n(.*?)\n</candidate>", prompt, re.DOTALL)
     assert rows["positive"][0] not in candidates
     assert "candidate" in json.dumps(provenance(out)[0])  # and the drop is counted/recorded
+    assert "dropped: candidate 1 equals the positive (not offered)" in provenance(out)[0]["notes"]
+    assert not any("dropped" in note for note in provenance(out)[1]["notes"])  # other rows keep their candidates
 
 
 def test_extremely_long_documents_are_cut_in_prompts(server):

@@ -22,13 +22,20 @@ Plan = Generator[list[ChatRequest], list[ChatResponse], None]
 
 @dataclass
 class RowStats:
-    """Accounting for one input row, across all its calls."""
+    """Accounting for one input row, across all its calls.
+
+    ``rejected``: the requests of this row's failed tasks (no value after every attempt) whose replies arrived
+    but were rejected (JSON failing the stage's validation, a semantic check). The driver asks a caching
+    generator to forget them when the row fails, so a rerun asks the LLM again instead of replaying them
+    (``Synthesizer._finish``). A task that ends with a value keeps its whole chain: a rerun replays it.
+    """
 
     llm_calls: int = 0
     cached_calls: int = 0
     completion_tokens: int = 0
     prompt_tokens: int = 0
     max_attempts: int = 0
+    rejected: list[ChatRequest] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Task:
     error: str | None = None
     previous: str | None = None
     attempts: int = 0
+    rejected: list[ChatRequest] = field(default_factory=list, repr=False)  # requests whose reply failed parse
 
     @property
     def ok(self) -> bool:
@@ -70,7 +78,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
     pending = list(tasks)
     for attempt in range(settings.max_attempts):
         if not pending:
-            return
+            break
         requests = [
             ChatRequest(
                 messages=t.messages if attempt == 0 else reask_messages(t.messages, t.previous, t.error or ""),
@@ -91,7 +99,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
                 ChatResponse(text=None, error=f"generator returned {got} responses for {len(requests)}")
             ] * len(requests)
         still = []
-        for task, resp in zip(pending, responses, strict=True):
+        for task, request, resp in zip(pending, requests, responses, strict=True):
             task.attempts += 1
             st = stats[task.row]
             st.llm_calls += 1
@@ -111,5 +119,8 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
                 task.value, task.error = value, None
             else:
                 task.error, task.previous = error or "no value", resp.text
+                task.rejected.append(request)
                 still.append(task)
         pending = still
+    for task in pending:  # failed for good: its rejected replies must not be replayed by a rerun
+        stats[task.row].rejected.extend(task.rejected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from ..generators.base import ChatGenerator, ChatRequest, ChatResponse
 from .engine import CallSettings, Plan, RowStats
 from .profiles import DatasetProfile, get_profile
 from .prompts import PROMPT_VERSIONS
+from .quality import normalize
 from .records import SynthesisInput, SynthesisResult
 from .rule_edits import RULE_EDITS_VERSION
 from .schemas import schemas_hash
@@ -19,6 +21,8 @@ Strategy = Literal["counterfactual", "naive", "query_edit"]
 QueryEditor = Literal["llm", "rules", "llm_then_rules"]
 QUERY_EDITORS = ("llm", "rules", "llm_then_rules")
 SYNTHESIS_FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _schemas_hash() -> str:
@@ -35,7 +39,8 @@ class Synthesizer:
             baseline) or ``"query_edit"`` (one-detail query edit + passage; suits small models).
         profile: a built-in profile name, a :class:`DatasetProfile`, a dict, or a YAML file path.
         num_negatives: K, the most negatives kept per row.
-        max_candidates: how many mined candidates (non-empty, in order) the prompt shows.
+        max_candidates: how many mined candidates (non-empty, in order) the prompt shows; a candidate equal
+            to the positive is never shown (dropped, with a note in the result).
         temperature, max_new_tokens, seed: passed on every request (``seed + attempt`` on re-asks).
         max_attempts: tries per LLM call, re-asking with the validation error after a failure.
         max_passage_chars: each query/positive/candidate is cut to this many characters in prompts.
@@ -148,7 +153,16 @@ class Synthesizer:
                 continue
             ctx.items[i] = item
             usable = [(j, c) for j, c in enumerate(item.candidates) if isinstance(c, str) and c.strip()]
-            ctx.candidates[i] = usable[: self.max_candidates]
+            # a mined "negative" equal to the positive (a duplicate in the corpus) must never be offered as a
+            # negative to rewrite: drop it before the max_candidates cut, and say so in the row's provenance
+            # (compared as quality.normalize sees texts, as for the equals_positive flag)
+            positive, kept = normalize(item.positive), []
+            for j, c in usable:
+                if normalize(c) == positive:
+                    ctx.results[i].notes.append(f"dropped: candidate {j + 1} equals the positive (not offered)")
+                else:
+                    kept.append((j, c))
+            ctx.candidates[i] = kept[: self.max_candidates]
             # prompts cut every text at max_passage_chars (prompts.escape_data): record it, so it can be counted
             texts = [("query", item.query), ("positive", item.positive)]
             texts += [(f"candidate {j + 1}", c) for j, c in ctx.candidates[i]]
@@ -166,6 +180,7 @@ class Synthesizer:
             result.attempts = st.max_attempts
             if result.failure_reason is None and not result.negatives:
                 result.failure_reason = "no usable negative was produced"
+        _forget_rejected(self.generator, ctx)
         return ctx.results
 
     def synthesize(
@@ -240,6 +255,27 @@ def _safe_generate(generator: ChatGenerator, requests: list[ChatRequest]) -> lis
         return list(generator.generate(requests))
     except Exception as exc:
         return _errors(requests, exc)
+
+
+def _forget_rejected(generator: ChatGenerator, ctx: Context) -> None:
+    """Ask a caching generator (one with ``discard()``) to forget the rejected replies of the rows that failed.
+
+    A reply that is valid JSON but fails the stage's validation passes the cache's own policy and is stored;
+    left there, a rerun would replay it instead of asking the LLM again, and the row could never complete.
+    Rows that succeeded keep every cached reply (a rerun of them makes no LLM call).
+    """
+    rejected = [
+        r for result, st in zip(ctx.results, ctx.stats, strict=True) if result.failure_reason for r in st.rejected
+    ]
+    for st in ctx.stats:
+        st.rejected.clear()
+    discard = getattr(generator, "discard", None)
+    if not rejected or not callable(discard):
+        return
+    try:
+        discard(rejected)
+    except Exception as exc:  # the cache is an optimisation: failing to forget must not cost any row
+        logger.warning("Could not discard %d rejected cached replies: %s: %s", len(rejected), type(exc).__name__, exc)
 
 
 def _start(plan: Plan) -> list[ChatRequest] | None:
