@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -295,8 +294,8 @@ class CounterfactualNegatives:
         """The batch as ``SynthesisInput`` records (validates columns and types, naming the offending row).
 
         ``indices``: the dataset rows of the batch (``Dataset.map(..., with_indices=True)`` passes them), so an
-        error names the dataset row. Without them, the rows are taken from the calling ``Dataset.map`` where
-        that is possible (see :func:`_rows_from_datasets_map`), else the error names the row within the batch.
+        error names the dataset row. Without them (a plain ``map`` or a direct call) the error names the row
+        within the batch and says how to get the dataset row: ``datasets`` passes no row numbers otherwise.
         """
         from negsynth_hf.synthesis import SynthesisInput
 
@@ -312,9 +311,10 @@ class CounterfactualNegatives:
         for i, (query, positive) in enumerate(zip(queries, positives, strict=True)):
             for column, value in ((self.query_column, query), (self.positive_column, positive)):
                 if not isinstance(value, str) or not value.strip():
-                    rows = _batch_rows(indices, len(queries)) or _rows_from_datasets_map(len(queries))
+                    rows = _batch_rows(indices, len(queries))
                     where = f"row {rows[i]}" if rows else f"row {i} of the batch"
-                    raise ValueError(f"{where}: column {column!r} must be a non-empty string, got {value!r}.")
+                    hint = "" if rows else " (map with with_indices=True to get the dataset row number)"
+                    raise ValueError(f"{where}: column {column!r} must be a non-empty string, got {value!r}{hint}.")
             # every usable candidate: the Synthesizer drops those equal to the positive, then keeps max_candidates
             candidates = tuple(
                 c for c in (batch[col][i] for col in candidate_columns) if isinstance(c, str) and c.strip()
@@ -423,36 +423,6 @@ def _batch_rows(indices: Any, n: int) -> list[int] | None:
     if isinstance(indices, (list, tuple, range)) and len(indices) == n and all(isinstance(i, int) for i in indices):
         return list(indices)
     return None
-
-
-def _rows_from_datasets_map(n: int) -> list[int] | None:
-    """Best effort, for error messages only: the dataset rows of the batch ``Dataset.map`` is calling us with.
-
-    ``map(..., with_indices=True)`` passes them to :meth:`CounterfactualNegatives.__call__`; without that flag,
-    the per-batch helper of ``datasets`` (``apply_function`` in ``datasets.arrow_dataset``) still holds exactly
-    what it would have passed in its ``indices`` and ``offset`` locals (``offset``: the shard's start under
-    ``num_proc``). ``None`` when there is no such caller (a direct call) or it looks different (another
-    ``datasets`` version): the message then names the row within the batch.
-    """
-    frame = sys._getframe(1)
-    try:
-        for _ in range(8):
-            frame = frame.f_back
-            if frame is None:
-                return None
-            if frame.f_code.co_name == "apply_function" and str(frame.f_globals.get("__name__", "")).startswith(
-                "datasets."
-            ):
-                rows = _batch_rows(frame.f_locals.get("indices"), n)
-                offset = frame.f_locals.get("offset", 0)
-                if rows is None or not isinstance(offset, int):
-                    return None
-                return [i + offset for i in rows]
-        return None
-    except Exception:  # noqa: BLE001 - only ever improves an error message
-        return None
-    finally:
-        del frame
 
 
 def parse_provenance(value: str) -> dict[str, Any]:

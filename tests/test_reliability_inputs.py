@@ -106,14 +106,11 @@ def test_bad_cell_names_column_and_value_in_map(server, column, value):
 def test_bad_cell_names_the_dataset_row(server):
     rows = base_rows()
     rows["anchor"][5] = None
-    try:
-        out = Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4)
-    except ValueError as err:
-        assert re.search(r"\brow 5\b", str(err)) and "of the batch" not in str(err), str(err)
-    else:  # a documented per-row handling is fine too
-        records = provenance(out)
-        assert "anchor" in (records[5]["failure_reason"] or "")
-        assert all(r["failure_reason"] is None for i, r in enumerate(records) if i != 5)
+    with pytest.raises(ValueError, match=r"^row 5: column 'anchor' must be a non-empty string, got None\.$"):
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4, with_indices=True)
+    # without indices datasets passes no row numbers: the batch row, and how to get the dataset row
+    with pytest.raises(ValueError, match=r"^row 1 of the batch: column 'anchor'.*with_indices=True"):
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4)
 
 
 def test_bad_cell_names_the_dataset_row_with_indices_and_after_select(server):
@@ -122,10 +119,10 @@ def test_bad_cell_names_the_dataset_row_with_indices_and_after_select(server):
     with pytest.raises(ValueError, match=r"^row 5: column 'positive'"):
         Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=4, with_indices=True)
     with pytest.raises(ValueError, match=r"^row 5: column 'positive'"):  # num_proc shards: their offset counts
-        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=2, num_proc=2)
+        Dataset.from_dict(rows).map(naive(server), batched=True, batch_size=2, num_proc=2, with_indices=True)
     reordered = Dataset.from_dict(rows).select([7, 6, 5, 4, 3, 2, 1, 0])  # rows of the dataset map sees
     with pytest.raises(ValueError, match=r"^row 2: column 'positive'"):
-        reordered.map(naive(server), batched=True, batch_size=4)
+        reordered.map(naive(server), batched=True, batch_size=4, with_indices=True)
     with pytest.raises(ValueError, match=r"^row 1 of the batch: column 'positive'"):  # a direct call
         naive(server)({k: v[4:6] for k, v in rows.items()})
 
