@@ -36,6 +36,9 @@ def test_number_edits_keep_units_and_skip_identifiers():
     # digits inside identifiers (IL-6, COVID-19, p53) are never touched
     assert not any(old in ("IL-6", "COVID-19") for old, _ in numbers)
     assert not any(t == "number" for t, *_ in _spans(CLAIMS[4]))
+    # nor numbers that start a compound name (4-PBA, 5-HT): seen in a SciFact build, 4-PBA -> 8-PBA
+    compounds = _spans("4-PBA and 5-HT reduce ER stress in 3-fold more cells.")
+    assert {old for t, old, _ in compounds if t == "number"} == {"3-fold"}
     assert ("0-dimensional", "1-dimensional") in [(o, n) for t, o, n in _spans(CLAIMS[0])]
     prp = _spans(CLAIMS[1])
     assert ("number", "5", "10") in prp and ("number", "1", "2") in prp
