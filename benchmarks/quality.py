@@ -204,6 +204,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-models", action="store_true", help="Keep each run's merged model and adapter.")
     p.add_argument("--build-only", action="store_true", help="Build (or load) the three training sets and stop.")
     p.add_argument("--report-only", action="store_true", help="Rewrite .md/.png from the JSON and stop.")
+    p.add_argument(
+        "--select-steps",
+        nargs="+",
+        type=int,
+        default=None,
+        help="Choose --steps among these on the validation split (seed 0, --select-variants) before the test run.",
+    )
+    p.add_argument(
+        "--select-learning-rates",
+        nargs="+",
+        type=float,
+        default=None,
+        help="Choose --learning-rate among these on the validation split (with --select-steps).",
+    )
+    p.add_argument(
+        "--select-variants",
+        nargs="+",
+        default=["mined", "full"],
+        choices=[v for v in VARIANTS if v != "base"],
+        help="Variants whose mean validation nDCG@10 picks the setting (one setting for every variant).",
+    )
     p.add_argument("--rebuild", action="store_true", help="Rebuild the training sets even if saved.")
     return p.parse_args(argv)
 
@@ -470,6 +491,22 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [f"Command: `{meta['command']}`", ""]
     if meta.get("description"):
         lines += [meta["description"], ""]
+    if meta.get("device"):
+        lines += [f"Device: {meta['device']}.", ""]
+    selection = meta.get("selection")
+    if selection:
+        lines += [
+            "Steps and learning rate chosen on the validation split (held-out training queries, seed 0) by mean "
+            f"nDCG@10 of {', '.join(selection['variants'])}:",
+            "",
+            "| steps | learning rate | validation nDCG@10 | per variant |",
+            "| ---: | ---: | ---: | --- |",
+        ]
+        for c in selection["candidates"]:
+            chosen = " (chosen)" if c == selection["chosen"] else ""
+            per = ", ".join(f"{v} {x:.4f}" for v, x in c["per_variant"].items())
+            lines.append(f"| {c['steps']} | {c['learning_rate']:g} | {c['validation_ndcg@10']:.4f}{chosen} | {per} |")
+        lines.append("")
     lines += [
         "| variant | seeds | nDCG@10 | MRR@10 | Recall@100 | train s/run |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -536,6 +573,69 @@ def write_reports(records: list[dict[str, Any]], paths: dict[str, Path], meta: d
         logger.warning("matplotlib missing: no PNG written.")
 
 
+# ------------------------------------------------------------------------------------------ selection
+def select_on_validation(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Pick (steps, learning rate) by mean validation nDCG@10 of ``--select-variants`` (seed 0), never looking at
+    the test split. Each candidate is a ``--split validation`` run of this script, with its records under
+    ``<results-dir>/quality_validation/`` (resumable like any run)."""
+    steps_grid = args.select_steps or [args.steps]
+    lr_grid = args.select_learning_rates or [args.learning_rate]
+    drop = {"--select-steps", "--select-learning-rates", "--select-variants", "--variants", "--seeds", "--split"}
+    drop |= {"--steps", "--learning-rate", "--results-dir", "--tag", "--work-dir"}
+    base_argv, skip = [], False
+    for token in argv:
+        if token.startswith("--"):
+            skip = token.split("=", 1)[0] in drop
+        if not skip:
+            base_argv.append(token)
+    folder = Path(args.results_dir) / "quality_validation"
+    candidates = []
+    for steps in steps_grid:
+        for lr in lr_grid:
+            tag = f"{args.tag}_steps{steps}_lr{lr:g}"
+            records = main(
+                [
+                    *base_argv,
+                    *("--split", "validation", "--seeds", "0", "--variants", *args.select_variants),
+                    *("--steps", str(steps), "--learning-rate", str(lr)),
+                    *("--results-dir", str(folder), "--tag", tag, "--work-dir", str(work_dir(args))),
+                ]
+            )
+            scores = [r["ndcg@10"] for r in records if r["variant"] in args.select_variants]
+            candidates.append(
+                {
+                    "steps": steps,
+                    "learning_rate": lr,
+                    "validation_ndcg@10": statistics.fmean(scores),
+                    "per_variant": {r["variant"]: r["ndcg@10"] for r in records},
+                }
+            )
+    best = max(candidates, key=lambda c: c["validation_ndcg@10"])
+    print(
+        "[select] validation nDCG@10 (mean of "
+        + ", ".join(args.select_variants)
+        + "): "
+        + "; ".join(f"steps {c['steps']} lr {c['learning_rate']:g}: {c['validation_ndcg@10']:.4f}" for c in candidates)
+        + f" -> steps {best['steps']}, lr {best['learning_rate']:g}",
+        flush=True,
+    )
+    return {"variants": args.select_variants, "candidates": candidates, "chosen": best}
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    """Builds (shared by every variant, seed and candidate setting) and runs."""
+    name = Path(args.collection).name
+    return Path(args.work_dir) if args.work_dir else ROOT / "outputs" / "quality" / f"{name}{args.tag}"
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
@@ -549,6 +649,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.report_only:
         write_reports(load_records(paths["json"]), paths, meta or {"collection": name, "split": args.split})
         return load_records(paths["json"])
+    selection = None
+    if (args.select_steps or args.select_learning_rates) and args.split == "test":
+        selection = select_on_validation(args, list(argv if argv is not None else sys.argv[1:]))
+        args.steps = selection["chosen"]["steps"]
+        args.learning_rate = selection["chosen"]["learning_rate"]
 
     import torch
     from tqdm.auto import tqdm
@@ -559,7 +664,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from negsynth_hf.evaluation import pick_metrics
     from negsynth_hf.training import ir_evaluator, load_model, train
 
-    work = Path(args.work_dir) if args.work_dir else ROOT / "outputs" / "quality" / f"{name}{args.tag}"
+    work = work_dir(args)
     work.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
     collection = load_beir(collection_folder(args.collection))
@@ -619,7 +724,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             **{k: v.summary.to_dict() for k, v in sets.items()},
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+        "device": device_name(),
     }
+    if selection is not None:
+        meta["selection"] = selection
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8")
 
@@ -627,6 +735,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     done = {(r["variant"], r["seed"]) for r in records}
     todo = [(v, s) for s in args.seeds for v in args.variants if (v, s) not in done]
     common = {
+        "device": meta["device"],
         "collection": name,
         "split": args.split,
         "settings_key": key,
