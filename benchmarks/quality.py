@@ -186,6 +186,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=False,
         help="outlines-constrained decoding (~<1 tok/s on 2 shared cores; off by default).",
     )
+    p.add_argument(
+        "--query-editor",
+        default="rules",
+        choices=["llm", "rules", "llm_then_rules"],
+        help="query_edit's editor for the counterfactual set: SmolLM2-135M makes 0 of 20 one-detail edits "
+        "(results/synthesis_smollm2.md), so the edit is made in code by default and the LLM writes the passage.",
+    )
     p.add_argument("--max-new-tokens", type=int, default=0, help="0: per-collection default (128; SciFact 160).")
     p.add_argument("--max-attempts", type=int, default=2)
     p.add_argument("--steps", type=int, default=10, help="Optimizer steps per training run (same for all).")
@@ -340,6 +347,7 @@ def build_sets(
             "generator": generator_config(args),
             "num_generated": args.num_generated,
             "strategy": "query_edit",
+            "query_editor": args.query_editor,
         },
     }
     sets: dict[str, Any] = {}
@@ -416,6 +424,7 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
         "range_max",
         "generator_backend",
         "generator_model",
+        "query_editor",
         "constrained",
         "max_attempts",
         "steps",

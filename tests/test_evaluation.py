@@ -92,3 +92,31 @@ def test_markdown_without_base():
     md = result.to_markdown()
     assert "Δ" not in md and "0.5000" in md and "nan" in md
     assert math.isnan(float("nan"))
+
+
+def test_evaluate_step_truncates_base_and_trained_alike(tmp_path, tiny_model_path, monkeypatch):
+    """A trained model saves train.max_seq_length; the base keeps its own (MiniLM: 256). The evaluate step must
+    give both the same truncation, or "trained vs base" also measures the input length."""
+    import negsynth_hf.evaluation as evaluation
+    from negsynth_hf.cli import run_evaluate
+    from negsynth_hf.recipe_config import RecipeConfig
+
+    seen = {}
+
+    def fake_load_model(spec, *, max_seq_length=None, device=None):  # records, then loads the real model
+        seen[spec] = max_seq_length
+        return real_load_model(spec, max_seq_length=max_seq_length, device=device)
+
+    real_load_model = evaluation.load_model
+    monkeypatch.setattr(evaluation, "load_model", fake_load_model)
+    cfg = RecipeConfig()
+    cfg.run.run_dir = str(tmp_path / "run")
+    cfg.run.base_model = tiny_model_path
+    cfg.data.dataset = str(write_beir(tmp_path / "beir"))
+    cfg.evaluate.eval_model_dir = tiny_model_path  # stands in for a trained model
+    cfg.train.max_seq_length = 48
+    run_evaluate(cfg)
+    assert seen == {tiny_model_path: 48}
+    cfg.evaluate.max_seq_length = 32
+    run_evaluate(cfg)
+    assert seen == {tiny_model_path: 32}
