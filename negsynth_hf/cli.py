@@ -320,7 +320,7 @@ def run_evaluate(cfg: RecipeConfig):
             batch_size=cfg.evaluate.eval_batch_size,
             seed=cfg.run.seed,
             # one truncation for every model: a trained model saves train.max_seq_length, the base keeps its own
-            max_seq_length=cfg.evaluate.max_seq_length or cfg.train.max_seq_length,
+            max_seq_length=cfg.evaluate.eval_max_seq_length or cfg.train.max_seq_length,
         )
         result.save(cfg.eval_dir)
         _print(result.to_markdown())

@@ -176,7 +176,7 @@ class EvaluateConfig:
         None, "Judged documents plus random distractors up to this size; null = the full corpus."
     )
     eval_batch_size: int = _f(64, "Encoding batch size.")
-    max_seq_length: int | None = _f(
+    eval_max_seq_length: int | None = _f(
         None,
         "Truncate queries and documents to this many tokens for EVERY evaluated model, so base and trained are "
         "compared on the same inputs (null = train.max_seq_length, then the model default).",

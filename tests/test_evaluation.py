@@ -117,6 +117,6 @@ def test_evaluate_step_truncates_base_and_trained_alike(tmp_path, tiny_model_pat
     cfg.train.max_seq_length = 48
     run_evaluate(cfg)
     assert seen == {tiny_model_path: 48}
-    cfg.evaluate.max_seq_length = 32
+    cfg.evaluate.eval_max_seq_length = 32
     run_evaluate(cfg)
     assert seen == {tiny_model_path: 32}
