@@ -97,8 +97,8 @@ VARIANT_SPECS: dict[str, dict[str, Any]] = {
 METRIC_KEYS = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@100", "Recall@100"))
 # Per-collection defaults (see benchmarks/README.md for why): train queries, positives per query, profile.
 COLLECTION_DEFAULTS: dict[str, dict[str, Any]] = {
-    # SciFact: the first N rows of benchmarks/build_smollm2_200.py's 200-query sample, with its generator
-    # settings (profile, token cap, attempts), so the two runs share LLM responses through the response cache.
+    # SciFact: the first N rows of benchmarks/build_smollm2_200.py's 200-query sample (same queries; that build
+    # uses the `scientific` profile and M=15, so the two do not share LLM responses).
     "scifact": {
         "max_train_queries": 32,
         "sample_pool": 200,
