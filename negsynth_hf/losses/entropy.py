@@ -87,7 +87,7 @@ class _EntropyLoss(torch.autograd.Function):
     Per row, with ``p = softmax(s / tau)``, ``g`` the generated indicator, ``P = sum g p`` and
     ``S = sum g p log p``: ``H = log P - S / P`` and ``l = (P - e)^2 - H``. Then, with ``z = s / tau``,
     ``dP/dz = p (g - P)``, ``dS/dz = g p (log p + 1) - p (S + P)``, ``dH/dz = dP (1/P + S/P^2) - dS / P``.
-    ``tests/test_losses_entropy.py`` checks this against autograd on the plain formula (gradcheck, float64).
+    ``tests/test_loss.py`` checks this against finite differences (gradcheck, float64) and the per-sample loop.
     """
 
     @staticmethod
