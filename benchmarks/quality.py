@@ -583,33 +583,32 @@ def write_reports(records: list[dict[str, Any]], paths: dict[str, Path], meta: d
 
 
 # ------------------------------------------------------------------------------------------ selection
-def select_on_validation(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def select_on_validation(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Pick (steps, learning rate) by mean validation nDCG@10 of ``--select-variants`` (seed 0), never looking at
-    the test split. Each candidate is a ``--split validation`` run of this script, with its records under
-    ``<results-dir>/quality_validation/`` (resumable like any run)."""
+    the test split. Each candidate is a ``--split validation`` run with the same settings otherwise, its records
+    under ``<results-dir>/quality_validation/`` (resumable like any run)."""
     steps_grid = args.select_steps or [args.steps]
     lr_grid = args.select_learning_rates or [args.learning_rate]
-    drop = {"--select-steps", "--select-learning-rates", "--select-variants", "--variants", "--seeds", "--split"}
-    drop |= {"--steps", "--learning-rate", "--results-dir", "--tag", "--work-dir"}
-    base_argv, skip = [], False
-    for token in argv:
-        if token.startswith("--"):
-            skip = token.split("=", 1)[0] in drop
-        if not skip:
-            base_argv.append(token)
     folder = Path(args.results_dir) / "quality_validation"
     candidates = []
     for steps in steps_grid:
         for lr in lr_grid:
-            tag = f"{args.tag}_steps{steps}_lr{lr:g}"
-            records = main(
-                [
-                    *base_argv,
-                    *("--split", "validation", "--seeds", "0", "--variants", *args.select_variants),
-                    *("--steps", str(steps), "--learning-rate", str(lr)),
-                    *("--results-dir", str(folder), "--tag", tag, "--work-dir", str(work_dir(args))),
-                ]
+            candidate = argparse.Namespace(
+                **{
+                    **vars(args),
+                    "split": "validation",
+                    "seeds": [0],
+                    "variants": list(args.select_variants),
+                    "steps": steps,
+                    "learning_rate": lr,
+                    "results_dir": str(folder),
+                    "tag": f"{args.tag}_steps{steps}_lr{lr:g}",
+                    "work_dir": str(work_dir(args)),  # the same builds
+                    "select_steps": None,
+                    "select_learning_rates": None,
+                }
             )
+            records = run(candidate, f"{command}  # validation candidate: steps {steps}, lr {lr:g}")
             scores = [r["ndcg@10"] for r in records if r["variant"] in args.select_variants]
             candidates.append(
                 {
@@ -649,10 +648,14 @@ def device_name() -> str:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    return run(args, "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+
+
+def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
+    """One invocation: selection (if asked), builds, then every missing (variant, seed) record."""
     settings = resolve_settings(args)
     name = settings["collection"]
     paths = result_paths(args, name)
-    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     meta_path = paths["json"].with_name(paths["json"].stem + ".meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if args.report_only:
@@ -660,7 +663,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return load_records(paths["json"])
     selection = None
     if (args.select_steps or args.select_learning_rates) and args.split == "test":
-        selection = select_on_validation(args, list(argv if argv is not None else sys.argv[1:]))
+        selection = select_on_validation(args, command)
         args.steps = selection["chosen"]["steps"]
         args.learning_rate = selection["chosen"]["learning_rate"]
 

@@ -311,9 +311,8 @@ class CounterfactualNegatives:
         for i, (query, positive) in enumerate(zip(queries, positives, strict=True)):
             for column, value in ((self.query_column, query), (self.positive_column, positive)):
                 if not isinstance(value, str) or not value.strip():
-                    rows = _batch_rows(indices, len(queries))
-                    where = f"row {rows[i]}" if rows else f"row {i} of the batch"
-                    hint = "" if rows else " (map with with_indices=True to get the dataset row number)"
+                    where = f"row {indices[i]}" if indices is not None else f"row {i} of the batch"
+                    hint = "" if indices is not None else " (map with with_indices=True to get the dataset row number)"
                     raise ValueError(f"{where}: column {column!r} must be a non-empty string, got {value!r}{hint}.")
             # every usable candidate: the Synthesizer drops those equal to the positive, then keeps max_candidates
             candidates = tuple(
@@ -416,13 +415,6 @@ class CounterfactualNegatives:
             ],
         }
         return texts, record
-
-
-def _batch_rows(indices: Any, n: int) -> list[int] | None:
-    """``indices`` as a list of ``n`` dataset rows, or ``None`` when they are missing or do not fit the batch."""
-    if isinstance(indices, (list, tuple, range)) and len(indices) == n and all(isinstance(i, int) for i in indices):
-        return list(indices)
-    return None
 
 
 def parse_provenance(value: str) -> dict[str, Any]:

@@ -44,3 +44,16 @@ def shared_data() -> Path:
     if not (path / "scifact" / "corpus.jsonl").is_file():
         pytest.skip(f"judged collections not found at {path} (set NEGSYNTH_DATA_DIR)")
     return path
+
+
+@pytest.fixture
+def recipe_env(tmp_path, shared_data) -> dict[str, str]:
+    """Environment of a recipe subprocess: offline, the judged collections, a fresh cache, one BLAS thread."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "NEGSYNTH_DATA_DIR": str(shared_data),
+        "NEGSYNTH_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }

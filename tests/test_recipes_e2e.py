@@ -7,7 +7,6 @@ swapped for the tiny in-code BERT (``--base_model``) to keep the run to a couple
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +28,8 @@ def launch(script: str, *args: str, env: dict[str, str]) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_smoke_recipes_end_to_end(tmp_path, tiny_model_path, shared_data):
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "NEGSYNTH_DATA_DIR": str(shared_data),
-        "NEGSYNTH_CACHE": str(tmp_path / "cache"),
-        "OMP_NUM_THREADS": "1",
-    }
+def test_smoke_recipes_end_to_end(tmp_path, tiny_model_path, recipe_env):
+    env = recipe_env
     run_dir = tmp_path / "run"
     common = ["--run_dir", str(run_dir), "--base_model", tiny_model_path, "--base_model_id", "test-org/tiny-bert"]
 

@@ -11,7 +11,6 @@ train: two DDP processes with ``gather_across_devices``; only rank 0 writes the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,18 +33,11 @@ def launch(script: str, *args: str, env: dict[str, str]) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_two_process_build_and_train(tmp_path, tiny_model_path, shared_data):
+def test_two_process_build_and_train(tmp_path, tiny_model_path, recipe_env):
     from test_generators_transformers import build_tiny_chat_lm
 
     lm = build_tiny_chat_lm(tmp_path / "lm")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "NEGSYNTH_DATA_DIR": str(shared_data),
-        "NEGSYNTH_CACHE": str(tmp_path / "cache"),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = recipe_env
     run_dir = tmp_path / "run"
     common = ["--run_dir", str(run_dir), "--base_model", tiny_model_path, "--base_model_id", "test-org/tiny-bert"]
     generator = json.dumps({"backend": "transformers", "model": str(lm), "constrained": True, "batch_size": 4})

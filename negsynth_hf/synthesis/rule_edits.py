@@ -98,11 +98,11 @@ _DIRECTION = _pairs(
 )
 _LEXICONS = (("population", _POPULATION), ("setting", _SETTING), ("direction", _DIRECTION))
 
+# "have no role" -> "lack no role" is nonsense: no direction flip right before a negation
+_NEGATION_AFTER = re.compile(r"\s+(?:no|not|none|neither|nothing|never)\b", re.IGNORECASE)
 # a standalone number: not glued to a letter/digit/hyphen before it (p53, IL-6, COVID-19), and not
 # followed by letters (2nd, 5mg) -- a following hyphen is fine (0-dimensional, 3-fold), except before a capital:
 # a name like 4-PBA, 5-HT or 6-OHDA is an identifier, and 4-PBA -> 8-PBA names another compound, not a detail
-# "have no role" -> "lack no role" is nonsense: no direction flip right before a negation
-_NEGATION_AFTER = re.compile(r"\s+(?:no|not|none|neither|nothing|never)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w\-/.,])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%?)(?![\w/]|[.,]\d|-[A-Z])")
 
 
