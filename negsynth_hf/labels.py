@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 LABEL_COLUMN = "labels"
@@ -68,6 +67,6 @@ def decode_negative_labels(labels: Tensor, num_negatives: int) -> tuple[Tensor, 
         )
     labels = labels.float()
     weights = labels[:, :num_negatives]
-    if bool(((weights < 0) | (weights > 1) | torch.isnan(weights)).any()):
+    if not bool(((weights >= 0) & (weights <= 1)).all()):  # NaN fails both comparisons
         raise ValueError("Gap-correction weights in the label column must lie in [0, 1].")
     return weights, labels[:, num_negatives:] > 0.5

@@ -72,7 +72,8 @@ def test_entropy_matches_per_sample_loop(num_mined, num_gen, masked):
 @pytest.mark.parametrize("masked", [False, True])
 def test_entropy_closed_form_backward_passes_gradcheck(masked):
     """The fused backward of entropy_terms against finite differences (float64), with masked slots and a row
-    that has no valid generated negative."""
+    that has no valid generated negative. Mined scores are stop-gradient (method.md), so finite differences move
+    the generated entries only, and the mined ones must get exactly zero gradient."""
     from negsynth_hf.losses.entropy import entropy_terms
 
     torch.manual_seed(7 + masked)
@@ -84,7 +85,15 @@ def test_entropy_closed_form_backward_passes_gradcheck(masked):
     if masked:
         valid[3, 6:] = False
         valid[3, 1] = False
-    assert torch.autograd.gradcheck(lambda s: entropy_terms(s, is_generated, valid, 0.1).loss, (scores,))
+    gen_valid = is_generated if valid is None else is_generated & valid
+    fixed = scores.detach().clone()
+
+    def loss_of_generated(s):  # mined entries held at their values: the function the gradient is of
+        return entropy_terms(torch.where(gen_valid, s, fixed), is_generated, valid, 0.1).loss
+
+    assert torch.autograd.gradcheck(loss_of_generated, (scores,))
+    (grad,) = torch.autograd.grad(entropy_terms(scores, is_generated, valid, 0.1).loss, scores)
+    assert grad[~gen_valid].abs().max() == 0 and grad[gen_valid].abs().max() > 0
 
 
 def test_entropy_single_generated_is_balance_only():

@@ -21,6 +21,7 @@ from sentence_transformers.util import (
 from torch import Tensor, nn
 
 from negsynth_hf.labels import decode_negative_labels
+from negsynth_hf.losses.cosine import CosineScores
 from negsynth_hf.losses.entropy import EntropyTerms, entropy_terms, rowwise_dot
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
@@ -43,9 +44,10 @@ class _Similarities:
 
     sims: Tensor  # (B, C) unscaled similarity_fct scores, in the graph (C = B_world * (1 + N), or 1 + N)
     targets: Tensor  # (B,) column of each row's own positive
-    query: Tensor  # (B, D) L2-normalised local queries, in the graph
+    query: Tensor  # (B, D) L2-normalised local queries (in the graph only on the generic path)
     negatives: Tensor | None  # (N, B, D) L2-normalised own negatives (column-major), detached; None without any
     own: Tensor  # (B, 1 + N) detached cosine of each query to its own positive and negatives
+    entropy_scores: Tensor | None = None  # (B, N) own-negative cosines, gradient to generated docs only (fast path)
 
 
 class CausalNegLoss(nn.Module):
@@ -116,6 +118,12 @@ class CausalNegLoss(nn.Module):
               term uses them only as a mask (``w = 0`` excluded, anything else included unweighted): the entropy
               term asks whether similarity reveals the source, and re-weighting its softmax would let the static
               weights hide exactly the shortcut it is meant to measure and remove.
+            - With ``cos_sim`` and in-batch negatives (the defaults), all similarity work is one autograd node
+              (:class:`negsynth_hf.losses.cosine.CosineScores`: ``cos_sim``'s values bitwise, a closed-form
+              backward), and the entropy term reads its scores off the same matrix; forward + backward then
+              costs less than MNRL's on the same embeddings (``benchmarks/bench_loss.py``). Other similarities
+              and ``in_batch_negatives=False`` take a plain autograd path with the same results.
+            - The default path reads nothing back from the device except for validating the label column.
             - Returns ``{"infonce": ..., "entropy": entropy_weight * L_ent}``; the trainer sums and logs both.
             - After each forward, ``self.last_diagnostics`` gives that step's statistics as floats (keys in
               ``DIAGNOSTIC_KEYS``; a key is absent when its statistic is undefined, e.g. no mined-mined pair). They
@@ -218,13 +226,20 @@ class CausalNegLoss(nn.Module):
         batch_size, num_negatives = queries.size(0), len(negatives)
         weights, is_generated = self.negative_weights(labels, num_negatives, batch_size, queries.device)
         valid = weights > 0
+        # Decided on the host, without reading any tensor: the default path has no device synchronisation beyond
+        # the label validation (on a GPU a step is launch-bound; every .item() stalls the queue).
+        may_have_generated = labels is not None or bool(self.num_generated)
+        with_entropy = self.entropy_weight > 0 and num_negatives > 0 and may_have_generated
 
-        sims = self._similarities(queries, positives, negatives)
-        infonce = self._infonce_from_logits(*self._weighted_logits(sims, weights))
+        sims = self._similarities(queries, positives, negatives, with_entropy)
+        weighted = labels is not None and self.use_weights
+        infonce = self._infonce_from_logits(*self._weighted_logits(sims, weights if weighted else None))
 
         terms = None
-        if self.entropy_weight > 0 and num_negatives:
-            scores = self._entropy_scores(sims, negatives, is_generated & valid)
+        if with_entropy:
+            scores = sims.entropy_scores
+            if scores is None:
+                scores = self._entropy_scores(sims, negatives, is_generated & valid)
             terms = entropy_terms(scores, is_generated, valid, self.entropy_temperature)
             entropy = self.entropy_weight * terms.loss
         else:
@@ -249,15 +264,18 @@ class CausalNegLoss(nn.Module):
         """
         return self._weighted_logits(self._similarities(queries, positives, negatives), weights)
 
-    def _similarities(self, queries: Tensor, positives: Tensor, negatives: list[Tensor]) -> _Similarities:
+    def _similarities(
+        self, queries: Tensor, positives: Tensor, negatives: list[Tensor], with_entropy: bool = False
+    ) -> _Similarities:
         """One pass of similarity work shared by InfoNCE, the entropy term and the diagnostics.
 
-        With ``cos_sim`` the L2-normalised documents are computed once (bitwise what ``cos_sim`` computes inside)
-        and the own-document cosines are read off the InfoNCE matrix instead of being recomputed.
+        With ``cos_sim`` and in-batch negatives (the default) it is one :class:`CosineScores` node: the scores
+        are bitwise ``cos_sim``'s, the own-document cosines (and, ``with_entropy``, the entropy term's scores,
+        whose gradient reaches the documents only) are read off that matrix, and the backward is fused.
         """
         batch_size, num_docs = queries.size(0), 1 + len(negatives)
         is_cos = self.similarity_fct is cos_sim
-        own = None
+        own = entropy_scores = None
         if self.in_batch_negatives:
             docs = [positives, *negatives]
             offset = 0
@@ -268,15 +286,16 @@ class CausalNegLoss(nn.Module):
             world_batch_size = docs[0].size(0)
             targets = torch.arange(offset, offset + batch_size, device=queries.device)
             local_queries, docs_all = queries[offset : offset + batch_size], torch.cat(docs, dim=0)
-            query_n = F.normalize(local_queries, dim=-1)
             if is_cos:
-                docs_n = F.normalize(docs_all, dim=-1)
-                sims = query_n @ docs_n.T  # == cos_sim(local_queries, docs_all), without normalising twice
                 own_columns = targets.unsqueeze(1) + world_batch_size * torch.arange(num_docs, device=targets.device)
-                own = sims.detach().gather(1, own_columns)
-                # (B, N, D) detached view of this device's own normalised negatives (for the diagnostics)
-                negatives_n = docs_n.detach().view(num_docs, world_batch_size, -1)[1:, offset : offset + batch_size]
+                sims, own_scores, query_n, docs_n = CosineScores.apply(
+                    local_queries, docs_all, own_columns, 1 if with_entropy else num_docs
+                )
+                own, entropy_scores = own_scores.detach(), own_scores[:, 1:]
+                # (N, B, D) view of this device's own normalised negatives (for the diagnostics)
+                negatives_n = docs_n.view(num_docs, world_batch_size, -1)[1:, offset : offset + batch_size]
             else:
+                query_n = F.normalize(local_queries, dim=-1)
                 sims = self.similarity_fct(local_queries, docs_all)
                 negatives_n = F.normalize(torch.stack(negatives).detach(), dim=-1) if negatives else None
         else:
@@ -305,7 +324,9 @@ class CausalNegLoss(nn.Module):
                     own = torch.cat([own, rowwise_dot(negatives_n.transpose(0, 1), query_n.detach())], 1)
         if not negatives:
             negatives_n = None
-        return _Similarities(sims=sims, targets=targets, query=query_n, negatives=negatives_n, own=own)
+        return _Similarities(
+            sims=sims, targets=targets, query=query_n, negatives=negatives_n, own=own, entropy_scores=entropy_scores
+        )
 
     @property
     def last_diagnostics(self) -> dict[str, float]:
@@ -317,23 +338,25 @@ class CausalNegLoss(nn.Module):
 
     @staticmethod
     def _entropy_scores(sims: _Similarities, negatives: list[Tensor], gen_valid: Tensor) -> Tensor:
-        """``(B, N)`` cosines for the entropy term: detached values, with gradient only into generated negatives.
-
-        Only the columns holding a generated negative in some row are re-scored in the graph (usually G of the
-        M + G columns), straight from their own embedding tensors, so the backward pass stays ``O(B * G * D)``.
+        """``(B, N)`` cosines for the entropy term on the generic path (a custom ``similarity_fct``, or in-batch
+        negatives off): detached values, with the columns that hold a generated negative in some row re-scored in
+        the graph against the detached query, so the backward pass stays ``O(B * G * D)``. The entropy term's own
+        backward zeroes the gradient of mined entries in those columns.
         """
         scores = sims.own[:, 1:]
-        columns = gen_valid.any(dim=0).nonzero().flatten()
-        if columns.numel():
-            generated = F.normalize(torch.stack([negatives[j] for j in columns.tolist()], dim=1), dim=-1)
+        generated_columns = gen_valid.any(dim=0).nonzero().flatten().tolist()
+        if generated_columns:
+            generated = F.normalize(torch.stack([negatives[j] for j in generated_columns], dim=1), dim=-1)
             generated_scores = rowwise_dot(generated, sims.query.detach())  # query detached
-            scores = scores.index_copy(1, columns, generated_scores.to(scores.dtype))
-            scores = torch.where(gen_valid, scores, scores.detach())  # mined rows of those columns: no gradient
+            index = torch.tensor(generated_columns, device=scores.device)
+            scores = scores.index_copy(1, index, generated_scores.to(scores.dtype))
         return scores
 
-    def _weighted_logits(self, sims: _Similarities, weights: Tensor) -> tuple[Tensor, Tensor]:
+    def _weighted_logits(self, sims: _Similarities, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Scaled logits plus ``log w`` on each negative (no check whether all ``w`` are 1: ``x + log 1`` is
+        exactly ``x``, and the check would cost a device synchronisation)."""
         logits = sims.sims * self.scale
-        if weights.numel() and bool((weights != 1).any()):
+        if weights is not None and weights.numel():
             log_w = weights.to(logits.dtype).log()
             if self.in_batch_negatives:
                 if self.gather_across_devices:

@@ -43,8 +43,9 @@ def entropy_terms(
 
     Args:
         scores: ``(B, K)`` cosine similarities ``s(q, n)`` of each query to its ``K`` negatives (mined and
-            generated, any order). The caller decides what carries gradient: per method.md only the generated
-            entries do (query and mined negatives detached); this function adds no detaching of its own.
+            generated, any order). Gradient flows back only through the valid generated entries (method.md: query
+            and mined negatives detached), whatever the caller left in the graph; the caller decides where it goes
+            from there (the loss routes it to the generated documents, never to the query).
         is_generated: ``(B, K)`` bool, True for generated negatives.
         valid: optional ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left
             out of the softmax and of both counts ``M`` and ``G``. None: all valid.
@@ -64,12 +65,10 @@ def entropy_terms(
         # finite and multiplying by `included` yields exact zeros (and zero gradients) for them.
         softmax_mask = valid.bool() | ~included.unsqueeze(1)
     expected = num_gen.to(scores.dtype) / num_valid.clamp(min=1)
-    num_included = int(included.sum())
-    loss, h_gen, gen_mass = _EntropyLoss.apply(
-        scores, gen_valid, softmax_mask, included, expected, temperature, num_included
-    )
-    if num_included == 0:
-        loss = scores.new_zeros((), dtype=gen_mass.dtype)  # nothing to regularise: exact zero, no graph
+    # Mean over included rows, normalised on the device (no .item(): no synchronisation on a GPU). Without any
+    # included row every weight is 0: the loss is an exact 0 with zero gradients.
+    rows = included.to(scores.dtype) / included.sum().clamp(min=1)
+    loss, h_gen, gen_mass = _EntropyLoss.apply(scores, gen_valid, softmax_mask, rows, expected, temperature)
     return EntropyTerms(
         loss=loss,
         h_gen=h_gen,
@@ -85,27 +84,27 @@ class _EntropyLoss(torch.autograd.Function):
     which is where the time of a (B, M + G) problem goes (overhead, not arithmetic).
 
     Per row, with ``p = softmax(s / tau)``, ``g`` the generated indicator, ``P = sum g p`` and
-    ``S = sum g p log p``: ``H = log P - S / P`` and ``l = (P - e)^2 - H``. Then, with ``z = s / tau``,
-    ``dP/dz = p (g - P)``, ``dS/dz = g p (log p + 1) - p (S + P)``, ``dH/dz = dP (1/P + S/P^2) - dS / P``.
+    ``S = sum g p log p``: ``H = log P - S / P`` and ``l = (P - e)^2 - H``. With ``z = s / tau``,
+    ``dP/dz = p (g - P)`` and ``dS/dz = g p (log p + 1) - p (S + P)``, so for a generated entry ``k`` (the only
+    ones that get gradient: mined negatives are stop-gradient) ``dH/dz_k = p_k (S / P - log p_k) / P`` and
+    ``dl/dz_k = p_k (2 (P - e)(1 - P) - S / P^2 + log p_k / P)``.
     ``tests/test_loss.py`` checks this against finite differences (gradcheck, float64) and the per-sample loop.
     """
 
     @staticmethod
-    def forward(ctx, scores, gen_valid, softmax_mask, included, expected, temperature, num_included):
+    def forward(ctx, scores, gen_valid, softmax_mask, rows, expected, temperature):
         logits = scores / temperature
         if softmax_mask is not None:
             logits = logits.masked_fill(~softmax_mask, float("-inf"))
         log_p = torch.log_softmax(logits, dim=1)
-        p = log_p.exp()
         log_p_gen = torch.where(gen_valid, log_p, 0.0)  # where, not multiply: masked entries hold -inf
-        p_gen = p * gen_valid
+        p_gen = log_p.exp_() * gen_valid  # log_p is not needed any more
         gen_mass = p_gen.sum(dim=1)
-        safe_mass = torch.where(included, gen_mass, 1.0)
+        safe_mass = torch.where(rows > 0, gen_mass, 1.0)
         plogp = (p_gen * log_p_gen).sum(dim=1)
         h_gen = safe_mass.log() - plogp / safe_mass
-        rows = included.to(scores.dtype) / max(num_included, 1)
         loss = (((gen_mass - expected).square() - h_gen) * rows).sum()
-        ctx.save_for_backward(p, p_gen, log_p_gen, gen_mass, safe_mass, plogp, expected, rows)
+        ctx.save_for_backward(p_gen, log_p_gen, safe_mass, plogp, expected, rows)
         ctx.temperature = temperature
         ctx.mark_non_differentiable(h_gen, gen_mass)
         return loss, h_gen, gen_mass
@@ -113,14 +112,12 @@ class _EntropyLoss(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, _grad_h, _grad_mass):
-        p, p_gen, log_p_gen, mass, safe_mass, plogp, expected, rows = ctx.saved_tensors
-        mass_, safe_, plogp_ = mass.unsqueeze(1), safe_mass.unsqueeze(1), plogp.unsqueeze(1)
-        d_mass = p_gen - p * mass_
-        d_plogp = p_gen * (log_p_gen + 1) - p * (plogp_ + mass_)
-        d_h = d_mass * (1 + plogp_ / safe_) / safe_ - d_plogp / safe_
-        d_row = 2 * (mass_ - expected.unsqueeze(1)) * d_mass - d_h
-        grad_scores = d_row * (rows * (grad_loss / ctx.temperature)).unsqueeze(1)
-        return grad_scores, None, None, None, None, None, None
+        p_gen, log_p_gen, mass, plogp, expected, rows = ctx.saved_tensors
+        coef = rows * (grad_loss / ctx.temperature)  # (B,): chain rule of the row mean and of z = s / tau
+        offset = (2 * (mass - expected) * (1 - mass) - plogp / mass.square()) * coef
+        # p_gen is 0 outside the valid generated entries: mined and masked negatives get exactly 0.
+        grad_scores = torch.addcmul(offset.unsqueeze(1), log_p_gen, (coef / mass).unsqueeze(1)).mul_(p_gen)
+        return grad_scores, None, None, None, None, None
 
 
 def query_view_entropy(
@@ -192,4 +189,6 @@ def query_view_entropy(
     generated_scores = rowwise_dot(generated, query)
     scores = torch.cat([mined_scores, generated_scores], dim=1)
     is_generated = (torch.arange(num_mined + num_gen, device=device) >= num_mined).expand(batch, -1)
+    if num_gen == 0 or (generated_mask is not None and not bool(generated_mask.any())):
+        return scores.new_zeros(())  # nothing to regularise: an exact zero, without a graph
     return entropy_terms(scores, is_generated, valid, temperature).loss
