@@ -303,6 +303,7 @@ def build_dataset(
     anchor_column: str = "anchor",
     positive_column: str = "positive",
     id_column: str | None = "query_id",
+    known_positives_column: str | None = "known_positives",
     title_column: str | None = None,
     map_batch_size: int = 16,
     num_proc: int | None = None,
@@ -345,6 +346,11 @@ def build_dataset(
             the probe AUC is still reported).
         hardness: record each generated negative's percentile within its row's mined similarities.
         id_column / title_column: optional query-id column (provenance) and positive-title column (prompts).
+        known_positives_column: optional column with, per row, a list of texts that must never be a negative of
+            that row (e.g. every judged-relevant document of the query, as
+            :func:`negsynth_hf.data.pairs_dataset` writes): excluded from mining and from fillers. Used when
+            the column exists; how many mining would otherwise have returned is counted
+            (``known_positives_excluded``).
         map_batch_size / num_proc: ``Dataset.map`` settings of the synthesis stage.
         seed: synthesis seed, filler choice and probe folds.
         show_progress_bar: progress bars and the final printed summary table.
@@ -384,6 +390,9 @@ def build_dataset(
         raise ValueError(f"num_mined and num_generated must be >= 0, got {num_mined} and {num_generated}.")
     n, m, g = len(pairs), int(num_mined), int(num_generated)
     query_ids = list(pairs[id_column]) if id_column and id_column in pairs.column_names else [None] * n
+    known_positives = None
+    if known_positives_column and known_positives_column in pairs.column_names:
+        known_positives = _known_positives(pairs[known_positives_column], known_positives_column)
     positive_ids = list(pairs["positive_id"]) if "positive_id" in pairs.column_names else [None] * n
     if cache_dir is None:
         from negsynth_hf.paths import cache_dir as default_cache_dir
@@ -414,6 +423,7 @@ def build_dataset(
                 corpus=_corpus_list(corpus),
                 anchor_column=anchor_column,
                 positive_column=positive_column,
+                known_positives=known_positives,
                 range_min=range_min,
                 range_max=range_max,
                 max_score=max_score,
@@ -428,6 +438,8 @@ def build_dataset(
         mined_texts, mined_log = mined.negatives, mined.log
         known_q, known_d = mined.query_embeddings, mined.document_embeddings
         mining_counts = {"rows_mined_short": mined.rows_short, "rows_mined_empty": mined.rows_empty}
+        if known_positives is not None:
+            mining_counts["known_positives_excluded"] = mined.known_positives_excluded or 0
 
     # 3. synthesize ------------------------------------------------------------------------------------------
     generated: list[list[str]] = [[] for _ in range(n)]
@@ -594,7 +606,7 @@ def build_dataset(
             counts["llm_cached_calls"] += int(record.get("cached_calls", 0) or 0)
             if g and record.get("failure_reason"):
                 counts["rows_generation_failed"] += 1
-            fillers = _fillers(i, anchors, mined_texts, donors, rng)
+            fillers = _fillers(i, anchors, mined_texts, donors, rng, known_positives[i] if known_positives else ())
             weights: list[float] = []
             flags_gen: list[bool] = []
             slot = 0
@@ -741,6 +753,7 @@ def build_dataset(
             "sampling_strategy": sampling_strategy,
             "use_faiss": False,
             "corpus": "positives" if corpus is None else "given",
+            "known_positives_column": known_positives_column if known_positives is not None else None,
         },
         "guard": {
             "enabled": false_negative_guard,
@@ -857,19 +870,44 @@ def _append(prov: dict[str, list], entry: dict[str, Any], query_id: Any, positiv
         prov[key].append(value)
 
 
+def _known_positives(column: Sequence[Any], name: str) -> list[list[str]]:
+    """The known-positives column as lists of strings (``None`` = no known positive); errors name the row."""
+    out: list[list[str]] = []
+    for i, value in enumerate(column):
+        if value is None:
+            out.append([])
+            continue
+        if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+            raise ValueError(
+                f"row {i}: column {name!r} must be a list of document texts (or None), got {value!r:.80}; set "
+                "known_positives_column=None to build without it."
+            )
+        out.append(list(value))
+    return out
+
+
 def _donor_pool(anchors: list[str], positives: list[str], mined: list[list[str]]) -> list[tuple[str, str]]:
     """(query, text) pairs fillers may borrow from other rows: mined negatives, else positives."""
     pool = [(anchors[i], t) for i in range(len(anchors)) for t in mined[i]]
     return pool or list(zip(anchors, positives, strict=True))
 
 
-def _fillers(i: int, anchors: list[str], mined: list[list[str]], donors: list[tuple[str, str]], rng: random.Random):
-    """Endless filler texts for row ``i``: its own mined negatives in rank order, else another query's text."""
+def _fillers(
+    i: int,
+    anchors: list[str],
+    mined: list[list[str]],
+    donors: list[tuple[str, str]],
+    rng: random.Random,
+    exclude: Sequence[str] = (),
+):
+    """Endless filler texts for row ``i``: its own mined negatives in rank order, else another query's text
+    (never one of ``exclude``, the row's known positives)."""
     own = mined[i]
     if own:
         while True:
             yield from own
-    candidates = [t for q, t in donors if q != anchors[i]]
+    excluded = set(exclude)
+    candidates = [t for q, t in donors if q != anchors[i] and t not in excluded]
     if not candidates:
         raise ValueError(
             f"row {i}: no filler available (no mined negative and no other query's document); "

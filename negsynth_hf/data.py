@@ -168,14 +168,17 @@ def pairs_dataset(
 ) -> Dataset:
     """(anchor, positive) pairs of judged queries, highest-graded documents first, with ids for provenance.
 
-    Columns: ``anchor``, ``positive``, ``query_id``, ``positive_id``. Queries whose relevant documents are all
-    missing from the corpus are skipped and counted in ``dataset.info.description``.
+    Columns: ``anchor``, ``positive``, ``query_id``, ``positive_id``, and ``known_positives``: the texts of
+    every document judged relevant to the query (grade > 0), which :func:`negsynth_hf.build.build_dataset`
+    keeps out of that row's negatives. With ``max_positives_per_query=1`` (the default) the other relevant
+    documents would otherwise be prime mined "negatives" (CISI queries have dozens). Queries whose relevant
+    documents are all missing from the corpus are skipped and counted in ``dataset.info.description``.
     """
     table = collection._split(split)
     ids = query_ids if query_ids is not None else collection.split_query_ids(split)
     if max_queries is not None and len(ids) > max_queries:
         ids = sorted(random.Random(seed).sample(ids, max_queries), key=_id_sort_key)
-    rows: dict[str, list[str]] = {"anchor": [], "positive": [], "query_id": [], "positive_id": []}
+    rows: dict[str, list] = {"anchor": [], "positive": [], "query_id": [], "positive_id": [], "known_positives": []}
     skipped = 0
     for qid in ids:
         docs = [d for d in table.get(qid, {}) if d in collection.corpus and collection.doc_text(d).strip()]
@@ -183,11 +186,13 @@ def pairs_dataset(
             skipped += 1
             continue
         docs.sort(key=lambda d: (-table[qid][d], _id_sort_key(d)))
+        relevant = [collection.doc_text(d) for d in docs if table[qid][d] > 0]
         for doc_id in docs[:max_positives_per_query] if max_positives_per_query else docs:
             rows["anchor"].append(collection.queries[qid])
             rows["positive"].append(collection.doc_text(doc_id))
             rows["query_id"].append(qid)
             rows["positive_id"].append(doc_id)
+            rows["known_positives"].append(relevant)
     dataset = Dataset.from_dict(rows)
     dataset.info.description = (
         f"{collection.name}/{split}: {len(ids)} queries, {skipped} skipped (no usable judged doc)"

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ class MiningResult:
         num_negatives: how many were asked for per row.
         rows_short: rows with fewer than ``num_negatives`` (including rows with none).
         rows_empty: rows with no mined negative at all.
+        known_positives_excluded: ``known_positives`` texts that would have been among a row's mined
+            negatives without the exclusion (false negatives kept out); ``None`` without ``known_positives``.
         log: what ``mine_hard_negatives`` printed (its statistics table), when ``verbose``.
     """
 
@@ -37,6 +40,7 @@ class MiningResult:
     num_negatives: int
     rows_short: int = 0
     rows_empty: int = 0
+    known_positives_excluded: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     log: str = ""
     query_embeddings: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +55,7 @@ def mine_negatives(
     corpus: list[str] | None = None,
     anchor_column: str = "anchor",
     positive_column: str = "positive",
+    known_positives: Sequence[Sequence[str]] | None = None,
     range_min: int = 0,
     range_max: int | None = None,
     max_score: float | None = None,
@@ -66,6 +71,13 @@ def mine_negatives(
 
     ``use_faiss`` is always False (exact search; no extra dependency). Rows with duplicate
     ``(query, positive)`` get the same negatives; all positives of a query are excluded from its negatives.
+
+    ``known_positives`` (one list of texts per row, e.g. every judged-relevant document of the query) are kept
+    out of that row's negatives too. They are not passed as extra positive pairs: ``mine_hard_negatives``
+    applies its margins against the *weakest* positive of a query, and a weakly relevant document would then
+    veto most negatives. Instead each row mines ``k`` more candidates (``k`` = the most known positives any row
+    has) and drops its known positives from its own list, so the margins stay relative to the row's positive
+    and, with ``sampling_strategy="top"``, the result is exactly the top ``num_negatives`` non-relevant ones.
     """
     from sentence_transformers.util import mine_hard_negatives
 
@@ -86,6 +98,17 @@ def mine_negatives(
         "use_faiss": False,
     }
     slim = pairs.select_columns([anchor_column, positive_column])
+    extra = 0
+    if known_positives is not None:
+        if len(known_positives) != len(pairs):
+            raise ValueError(
+                f"known_positives has {len(known_positives)} rows but pairs has {len(pairs)}; give one list per row."
+            )
+        extra = max(
+            (len(set(k) - {p}) for k, p in zip(known_positives, pairs[positive_column], strict=True)), default=0
+        )
+        if range_max is not None:  # mine_hard_negatives needs num_negatives <= range_max - range_min
+            extra = max(0, min(extra, range_max - range_min - num_negatives))
     buffer = io.StringIO()
     # mine_hard_negatives only returns texts; with a cache folder it also saves the embeddings it computed,
     # which we read back so later stages never re-embed the corpus (a temporary folder when caching is off)
@@ -104,7 +127,8 @@ def mine_negatives(
             use_faiss=False,
             verbose=True,
             cache_folder=folder,
-            **{k: v for k, v in settings.items() if k not in ("use_faiss",)},
+            **{k: v for k, v in settings.items() if k not in ("use_faiss", "num_negatives")},
+            num_negatives=num_negatives + extra,
         )
     found: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
     for query, docs, scores in zip(mined[anchor_column], mined[positive_column], mined["scores"], strict=True):
@@ -113,8 +137,14 @@ def mine_negatives(
     negatives: list[list[str]] = []
     scores_out: list[list[float]] = []
     short = empty = 0
-    for query, positive in zip(pairs[anchor_column], pairs[positive_column], strict=True):
+    excluded = 0
+    for i, (query, positive) in enumerate(zip(pairs[anchor_column], pairs[positive_column], strict=True)):
         negs, scs = found.get((query, positive), ([], []))
+        if known_positives is not None and known_positives[i]:
+            skip = set(known_positives[i])
+            excluded += sum(t in skip for t in negs[:num_negatives])  # what the row would have got otherwise
+            kept = [(t, sc) for t, sc in zip(negs, scs, strict=True) if t not in skip]
+            negs, scs = [t for t, _ in kept], [sc for _, sc in kept]
         negs, scs = negs[:num_negatives], scs[:num_negatives]
         short += len(negs) < num_negatives
         empty += not negs
@@ -127,6 +157,7 @@ def mine_negatives(
     if tmp is not None:
         tmp.cleanup()
     return MiningResult(
+        known_positives_excluded=excluded if known_positives is not None else None,
         query_embeddings=query_emb,
         document_embeddings=doc_emb,
         negatives=negatives,

@@ -180,3 +180,68 @@ def test_generated_only_build_fills_from_other_queries(tiny_model, tmp_path):
     assert row[LABEL_COLUMN] == [0.0, 0.0, 1.0, 1.0]
     others = set(result.train["positive"]) - {row["positive"]}
     assert {row["negative_1"], row["negative_2"]} <= others  # another query's positive: a genuine negative
+
+
+def test_known_positives_are_never_mined_and_the_pool_is_unchanged(tiny_model):
+    """A judged-relevant document of a query is kept out of that query's negatives (and counted), the next
+    candidates move up, other rows are untouched, and texts outside the candidate pool change nothing."""
+    from negsynth_hf.mining import mine_negatives
+
+    data, docs = Dataset.from_dict(pairs(6)), corpus(20)
+    kwargs = {"model": tiny_model, "num_negatives": 3, "corpus": docs, "relative_margin": 0.0}
+    before = mine_negatives(data, **kwargs)
+    top = before.negatives[0][0]
+    known = [[top, data["positive"][0]]] + [[] for _ in range(5)]
+    after = mine_negatives(data, known_positives=known, **kwargs)
+    assert top not in after.negatives[0] and len(after.negatives[0]) == 3
+    assert after.negatives[0][:2] == before.negatives[0][1:]  # the rest move up one rank
+    assert after.negatives[1:] == before.negatives[1:]
+    assert after.known_positives_excluded == 1
+    outside = mine_negatives(data, known_positives=[["not a corpus text"]] + [[] for _ in range(5)], **kwargs)
+    assert outside.negatives == before.negatives and outside.known_positives_excluded == 0
+    with pytest.raises(ValueError, match="one list per row"):
+        mine_negatives(data, known_positives=[[]], **kwargs)
+
+
+def test_build_reads_the_known_positives_column(tiny_model, tmp_path):
+    from negsynth_hf.mining import mine_negatives
+
+    data, docs = pairs(6), corpus(20)
+    first = mine_negatives(  # build_dataset's default margin
+        Dataset.from_dict(data), model=tiny_model, num_negatives=3, corpus=docs, relative_margin=0.05
+    ).negatives[2]
+    with_known = {**data, "known_positives": [[] for _ in range(6)]}
+    with_known["known_positives"][2] = first[:2]
+    kwargs = {"corpus": docs, "retriever": tiny_model, "num_mined": 3, "show_progress_bar": False}
+    kwargs["cache_dir"] = str(tmp_path / "cache")
+    result = build_dataset(Dataset.from_dict(with_known), **kwargs)
+    row = result.train[2]
+    assert not set(first[:2]) & {row[f"negative_{j}"] for j in (1, 2, 3)}
+    assert result.summary.counts["known_positives_excluded"] == 2
+    assert result.config["mining"]["known_positives_column"] == "known_positives"
+    ignored = build_dataset(Dataset.from_dict(with_known), known_positives_column=None, **kwargs)
+    assert ignored.train[2]["negative_1"] == first[0] and "known_positives_excluded" not in ignored.summary.counts
+    # a common mistake: one text per row instead of a list of texts
+    bad = {**with_known, "known_positives": [None, None, "a relevant text", None, None, None]}
+    with pytest.raises(ValueError, match="row 2: column 'known_positives' must be a list"):
+        build_dataset(Dataset.from_dict(bad), **kwargs)
+
+
+def test_fillers_never_borrow_a_known_positive(tiny_model, tmp_path):
+    data = pairs(5, fail_rows=(2,))
+    others = [p for i, p in enumerate(data["positive"]) if i != 2]
+    data["known_positives"] = [[] for _ in range(5)]
+    data["known_positives"][2] = others[1:]  # every other query's positive but one is relevant to row 2
+    result = build_dataset(
+        Dataset.from_dict(data),
+        corpus=corpus(),
+        retriever=tiny_model,
+        generator=ScriptedSpec(fail_token="FAIL"),
+        strategy="naive",
+        num_mined=0,
+        num_generated=2,
+        show_progress_bar=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    row = result.train[2]
+    assert row["negative_1"] == row["negative_2"] == others[0]

@@ -57,7 +57,9 @@ def test_load_real_collection(shared_data):
     scifact = load_beir(shared_data / "scifact")
     assert len(scifact.corpus) == 5183 and len(scifact.split_query_ids("test")) == 300
     pairs = pairs_dataset(scifact, "train", max_queries=20, seed=0)
-    assert len(pairs) == 20 and set(pairs.column_names) == {"anchor", "positive", "query_id", "positive_id"}
+    assert len(pairs) == 20
+    assert set(pairs.column_names) == {"anchor", "positive", "query_id", "positive_id", "known_positives"}
+    assert all(p in known for p, known in zip(pairs["positive"], pairs["known_positives"], strict=True))
     train, val = split_train_validation(scifact.split_query_ids("train"), validation_fraction=0.25)
     assert not set(train) & set(val) and len(val) == round(809 * 0.25)
     queries, corpus, relevant = evaluator_inputs(scifact, "test")
