@@ -21,8 +21,8 @@ variant                     training set                 loss (``negsynth_hf.tra
 ``full``                    counterfactual set (M + G)   ``causalneg``, gap weights + query-view entropy
 =========================== ============================ ==================================================
 
-"Plain InfoNCE" (naive, counterfactual) = CausalNegLoss with every weight replaced by 1 if it was > 0 and 0
-otherwise, and ``entropy_weight=0``: every real negative counts once, and the slots ``build_dataset`` marks
+"Plain InfoNCE" (naive, counterfactual) = ``CausalNegLoss(use_weights="mask", entropy_weight=0)``: every weight
+read as 1 if it is > 0 and 0 otherwise, so every real negative counts once, and the slots ``build_dataset`` marks
 as filled/masked (weight 0: a generation failed, or the false-negative guard rejected the text) stay
 excluded, exactly as in the weighted variants. So (e) -> (f) changes only the weight magnitudes and
 (f) -> (g) only adds the entropy term. The ``mined`` baseline is sentence-transformers' MNRL, which reads
@@ -377,18 +377,6 @@ def build_sets(
     return sets, timings
 
 
-def mask_labels(dataset):
-    """Plain InfoNCE: weight 1 for every negative with weight > 0, 0 for filled/masked slots; flags unchanged."""
-    from negsynth_hf.labels import LABEL_COLUMN
-
-    def _mask(row: dict[str, Any]) -> dict[str, Any]:
-        labels = row[LABEL_COLUMN]
-        n = len(labels) // 2
-        return {LABEL_COLUMN: [1.0 if w > 0 else 0.0 for w in labels[:n]] + list(labels[n:])}
-
-    return dataset.map(_mask, desc="0/1 mask")
-
-
 def train_config(variant: str, args: argparse.Namespace):
     from negsynth_hf.recipe_config import TrainConfig
 
@@ -396,7 +384,7 @@ def train_config(variant: str, args: argparse.Namespace):
     return TrainConfig(
         loss=spec["loss"],
         in_batch_negatives=True,
-        use_weights=True,
+        use_weights="mask" if spec["labels"] == "mask" else True,
         entropy_weight=args.entropy_weight if spec["entropy"] else 0.0,
         entropy_temperature=args.entropy_temperature,
         scale=args.scale,
@@ -711,9 +699,9 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
     if "mined" in sets:
         train_sets["mined"] = sets["mined"].train
     if "naive" in sets:
-        train_sets["naive"] = mask_labels(sets["naive"].train)
+        train_sets["naive"] = sets["naive"].train
     if "counterfactual" in sets:
-        train_sets["counterfactual"] = mask_labels(sets["counterfactual"].train)
+        train_sets["counterfactual"] = sets["counterfactual"].train  # weights as a mask: use_weights="mask"
         train_sets["counterfactual_weighted"] = sets["counterfactual"].train
     description = (
         f"{len(evaluator.queries)} {args.split} queries over {len(evaluator.corpus):,} documents"

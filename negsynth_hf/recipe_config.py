@@ -136,7 +136,11 @@ class TrainConfig:
         "negatives only), 'in_batch' (MNRL on pairs only).",
     )
     in_batch_negatives: bool = _f(True, "CausalNeg: other rows' positives/negatives are candidates too.")
-    use_weights: bool = _f(True, "CausalNeg: apply the gap-correction weights (false = ablation).")
+    use_weights: bool | Literal["mask"] = _f(
+        True,
+        "CausalNeg: apply the gap-correction weights; 'mask' = as a 0/1 mask (ablation: every real negative counts "
+        "once, filled/masked slots stay out); false = ignore them (fillers count too).",
+    )
     entropy_weight: float = _f(0.05, "CausalNeg: lambda of the query-view entropy term (0 = ablation).")
     entropy_temperature: float = _f(0.1, "CausalNeg: tau_ent of the entropy softmax.")
     scale: float = _f(20.0, "Inverse temperature of InfoNCE (20 = tau 0.05).")

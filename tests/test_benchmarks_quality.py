@@ -115,12 +115,24 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     assert (results / "quality_tinycoll.png").stat().st_size > 0
 
 
-def test_mask_labels_binarizes_weights_only():
-    from datasets import Dataset
+def test_variants_map_to_the_documented_loss_switches():
+    """(d)/(e) plain InfoNCE = weights as a 0/1 mask without entropy; (f) weights; (g) weights + entropy."""
+    import argparse
 
     quality = _load_quality()
-    ds = Dataset.from_dict({"labels": [[1.0, 0.0, 0.4, 0.0, 0.0, 1.0]]})
-    assert quality.mask_labels(ds)["labels"][0] == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    args = argparse.Namespace(
+        entropy_weight=0.05, entropy_temperature=0.1, scale=20.0, lora_r=8, lora_alpha=16, batch_size=16,
+        learning_rate=2e-4, steps=15, max_seq_length=128,
+    )  # fmt: skip
+    switches = {
+        v: (c.loss, c.use_weights, c.entropy_weight)
+        for v in quality.VARIANT_SPECS
+        for c in [quality.train_config(v, args)]
+    }
+    assert switches["naive"] == switches["counterfactual"] == ("causalneg", "mask", 0.0)
+    assert switches["counterfactual_weighted"] == ("causalneg", True, 0.0)
+    assert switches["full"] == ("causalneg", True, 0.05)
+    assert switches["mined"][0] == "mined" and switches["in_batch"][0] == "in_batch"
 
 
 def test_aggregate_mean_and_spread():

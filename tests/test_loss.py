@@ -228,6 +228,31 @@ def test_fractional_weights_add_log_w_and_carry_across_rows():
     assert unweighted["infonce"].item() == mnrl.item()
 
 
+def test_use_weights_mask_is_plain_infonce_over_the_unmasked_negatives():
+    """'mask': weight > 0 counts as 1, weight 0 stays out; equals the loss on 0/1 labels, and with no zero weight
+    it is MNRL."""
+    batch = 4
+    embeddings = _embeddings(batch, 2, seed=12)
+    weights = torch.tensor([[0.5, 0.0], [1.0, 0.25], [0.0, 0.125], [1.0, 1.0]], dtype=torch.float64)
+    flags = torch.tensor([[0.0, 1.0]] * batch, dtype=torch.float64)
+    masked = CausalNegLoss(None, use_weights="mask").compute_loss_from_embeddings(
+        embeddings, torch.cat([weights, flags], 1)
+    )
+    binary = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, torch.cat([(weights > 0).double(), flags], 1))
+    assert masked["infonce"].item() == binary["infonce"].item()
+    assert masked["entropy"].item() == binary["entropy"].item()
+    no_zero = torch.cat([weights.clamp(min=0.1), flags], 1)
+    mnrl = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
+    assert CausalNegLoss(None, use_weights="mask").compute_loss_from_embeddings(embeddings, no_zero)[
+        "infonce"
+    ].item() == pytest.approx(mnrl.item(), abs=1e-12)
+    assert CausalNegLoss(None, use_weights="mask").get_config_dict()["use_weights"] == "mask"
+    with pytest.raises(ValueError, match="use_weights"):
+        CausalNegLoss(None, use_weights="yes")
+    with pytest.raises(ValueError, match="use_weights"):
+        CausalNegLoss(None, use_weights=1)
+
+
 def test_without_in_batch_negatives_is_per_row_softmax():
     batch, num_neg, scale = 4, 3, 20.0
     embeddings = _embeddings(batch, num_neg, seed=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class CausalNegLoss(nn.Module):
         *,
         in_batch_negatives: bool = True,
         num_generated: int | None = None,
-        use_weights: bool = True,
+        use_weights: bool | Literal["mask"] = True,
         entropy_weight: float = 0.05,
         entropy_temperature: float = 0.1,
     ) -> None:
@@ -89,8 +89,11 @@ class CausalNegLoss(nn.Module):
                 and negatives.
             num_generated: Without a label column, treat the trailing ``num_generated`` negative columns as
                 generated (for the entropy term). Ignored when a label column is given, whose flags win.
-            use_weights: If False, ignore the weights in the label column (ablation "no gap weights"); the
-                generated flags are still used.
+            use_weights: How the label column's weights enter InfoNCE (the generated flags are always used):
+                True (default) as given; ``"mask"`` as a 0/1 mask, so filled/masked slots (weight 0) stay out
+                and every other negative counts once (plain InfoNCE over the real negatives: the ablation "no
+                gap weights"); False ignores them entirely (weight 1 everywhere, fillers included: what a loss
+                that reads no labels does).
             entropy_weight: ``lambda`` of the entropy term; 0 switches it off (ablation "no entropy term").
             entropy_temperature: ``tau_ent`` of the entropy softmax.
 
@@ -176,6 +179,8 @@ class CausalNegLoss(nn.Module):
             raise ValueError(f"entropy_weight must be >= 0 (0 switches the entropy term off), got {entropy_weight}.")
         if not entropy_temperature > 0:
             raise ValueError(f"entropy_temperature must be positive, got {entropy_temperature}.")
+        if not (isinstance(use_weights, bool) or use_weights == "mask"):
+            raise ValueError(f'use_weights must be True, False or "mask", got {use_weights!r}.')
         self.scale = float(scale)
         self.similarity_fct = similarity_fct
         self.gather_across_devices = gather_across_devices
@@ -205,8 +210,10 @@ class CausalNegLoss(nn.Module):
                     f"The label column has {weights.size(0)} rows but the batch has {batch_size} anchors; expected "
                     f"a label tensor of shape ({batch_size}, {2 * num_negatives})."
                 )
-            if not self.use_weights:
+            if self.use_weights is False:
                 weights = torch.ones_like(weights)
+            elif self.use_weights == "mask":
+                weights = (weights > 0).to(weights.dtype)
             return weights, is_generated
         weights = torch.ones(batch_size, num_negatives, device=device)
         is_generated = torch.zeros(batch_size, num_negatives, dtype=torch.bool, device=device)
@@ -232,7 +239,7 @@ class CausalNegLoss(nn.Module):
         with_entropy = self.entropy_weight > 0 and num_negatives > 0 and may_have_generated
 
         sims = self._similarities(queries, positives, negatives, with_entropy)
-        weighted = labels is not None and self.use_weights
+        weighted = labels is not None and self.use_weights is not False
         infonce = self._infonce_from_logits(*self._weighted_logits(sims, weights if weighted else None))
 
         terms = None
