@@ -768,7 +768,13 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
             run_dir = work / "runs" / f"{variant}-seed{seed}"
             model = load_model(args.base_model, max_seq_length=args.max_seq_length)
             result = train(
-                dataset, base_model=args.base_model, config=config, output_dir=run_dir, seed=seed, model=model
+                dataset,
+                base_model=args.base_model,
+                config=config,
+                output_dir=run_dir,
+                seed=seed,
+                model=model,
+                save=args.keep_models,
             )
             eval_start = time.perf_counter()
             metrics = pick_metrics(evaluator(model))  # ``train`` merged the LoRA weights into ``model``

@@ -213,7 +213,7 @@ class TrainResult:
     """What ``train`` wrote and measured."""
 
     model_dir: str
-    merged_dir: str
+    merged_dir: str | None
     adapter_dir: str | None
     loss_name: str
     loss_config: dict[str, Any]
@@ -277,11 +277,15 @@ def train(
     evaluator=None,
     seed: int = 42,
     model: SentenceTransformer | None = None,
+    save: bool = True,
 ) -> TrainResult:
     """Fine-tune ``base_model`` on ``train_dataset`` and save ``<output_dir>/adapter`` (LoRA) and ``/merged``.
 
     ``train_dataset`` has ``anchor, positive, negative_1..N`` and optionally ``labels`` (other columns are
     dropped). Works under ``accelerate launch`` (DDP): every process trains, the main process saves.
+    ``save=False`` writes nothing (no adapter, no ~90 MB merged copy, no summary; ``merged_dir`` and
+    ``adapter_dir`` are None): for sweeps that evaluate the in-memory model, whose LoRA weights are merged
+    into it either way.
     """
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -322,7 +326,11 @@ def train(
         validation_after=after,
         log_history=_jsonable(trainer.state.log_history),
     )
-    if is_main:
+    if not save:
+        result.merged_dir = None
+        if has_adapter(model):
+            merge_lora(model)
+    elif is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         if has_adapter(model):
             adapter_dir = output_dir / ADAPTER_SUBDIR

@@ -129,6 +129,18 @@ def test_lora_train_saves_adapter_and_merged_that_reload_identically(tiny_model_
     assert (tmp_path / "out" / SUMMARY_FILE).is_file()
 
 
+def test_train_without_saving_writes_no_model_and_merges_in_memory(tiny_model_path, tmp_path):
+    model = SentenceTransformer(tiny_model_path)
+    base_emb = model.encode(PROBE, convert_to_numpy=True)
+    out = tmp_path / "out"
+    result = train(ntuple(), base_model=tiny_model_path, config=config(), output_dir=out, model=model, save=False)
+    assert result.merged_dir is None and result.adapter_dir is None and result.steps == 2
+    assert not has_adapter(model)  # merged, so the in-memory model is the trained one, ready to evaluate
+    assert not np.allclose(model.encode(PROBE, convert_to_numpy=True), base_emb, atol=1e-4)
+    written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in written if p.suffix in (".safetensors", ".bin") or p.name == SUMMARY_FILE], written
+
+
 @pytest.mark.parametrize("loss", ["in_batch", "mined"])
 def test_baselines_train(tiny_model_path, tmp_path, loss):
     result = train(ntuple(), base_model=tiny_model_path, config=config(loss=loss, max_steps=1), output_dir=tmp_path)
