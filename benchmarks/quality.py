@@ -209,6 +209,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     p.add_argument("--tag", default="", help="Suffix of the result files: quality_<collection><tag>.*")
     p.add_argument("--keep-models", action="store_true", help="Keep each run's merged model and adapter.")
+    p.add_argument(
+        "--known-positive-batches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Batch with KnownPositivesBatchSampler (no judged-relevant document of a query as its in-batch "
+        "negative); --no-known-positive-batches: sentence-transformers' NO_DUPLICATES only.",
+    )
     p.add_argument("--build-only", action="store_true", help="Build (or load) the three training sets and stop.")
     p.add_argument("--report-only", action="store_true", help="Rewrite .md/.png from the JSON and stop.")
     p.add_argument(
@@ -424,6 +431,7 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
         "entropy_weight",
         "entropy_temperature",
         "scale",
+        "known_positive_batches",
     )
     blob = json.dumps({**{k: getattr(args, k) for k in keys}, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -703,13 +711,16 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
     if "counterfactual" in sets:
         train_sets["counterfactual"] = sets["counterfactual"].train  # weights as a mask: use_weights="mask"
         train_sets["counterfactual_weighted"] = sets["counterfactual"].train
+    batching = "no known positive in a query's batch" if args.known_positive_batches else "NO_DUPLICATES"
     description = (
         f"{len(evaluator.queries)} {args.split} queries over {len(evaluator.corpus):,} documents"
         f"{'' if len(evaluator.corpus) == len(eval_corpus) else f' (judged + random, of {len(eval_corpus):,})'}; "
         f"training: {len(pairs)} rows ({len(set(pairs['query_id']))} train queries, "
         f"≤{settings['max_positives_per_query']} positive each), M={args.num_mined} mined + G={args.num_generated} "
         f"generated negatives (SmolLM2-135M, `query_edit` = counterfactual strategy for a small generator), "
-        f"{args.steps} steps × batch {args.batch_size}, LoRA r={args.lora_r} α={args.lora_alpha}, "
+        f"{args.steps} steps × batch {args.batch_size} "
+        f"({batching}), "
+        f"LoRA r={args.lora_r} α={args.lora_alpha}, "
         f"lr {args.learning_rate}, max_seq_length {args.max_seq_length}, base {args.base_model}."
     )
     meta = {
@@ -775,6 +786,8 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
                 seed=seed,
                 model=model,
                 save=args.keep_models,
+                # training rows are the pairs rows, in order (build_dataset keeps every row)
+                known_positives=pairs["known_positives"] if args.known_positive_batches else None,
             )
             eval_start = time.perf_counter()
             metrics = pick_metrics(evaluator(model))  # ``train`` merged the LoRA weights into ``model``

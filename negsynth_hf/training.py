@@ -8,10 +8,12 @@ queries held out by ``build`` -- never the test split.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +280,7 @@ def train(
     seed: int = 42,
     model: SentenceTransformer | None = None,
     save: bool = True,
+    known_positives: Sequence[Sequence[str]] | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` on ``train_dataset`` and save ``<output_dir>/adapter`` (LoRA) and ``/merged``.
 
@@ -285,7 +288,9 @@ def train(
     dropped). Works under ``accelerate launch`` (DDP): every process trains, the main process saves.
     ``save=False`` writes nothing (no adapter, no ~90 MB merged copy, no summary; ``merged_dir`` and
     ``adapter_dir`` are None): for sweeps that evaluate the in-memory model, whose LoRA weights are merged
-    into it either way.
+    into it either way. ``known_positives`` (one list of texts per row, e.g. ``pairs["known_positives"]``)
+    batches with :class:`~negsynth_hf.sampler.KnownPositivesBatchSampler`, so no row's relevant document is
+    an in-batch negative of it.
     """
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -299,6 +304,16 @@ def train(
     loss = make_loss(model, config)
 
     args = training_arguments(config, output_dir=output_dir, seed=seed, with_evaluator=evaluator is not None)
+    if known_positives is not None:
+        from negsynth_hf.sampler import KnownPositivesBatchSampler
+
+        if len(known_positives) != len(dataset):
+            raise ValueError(
+                f"known_positives has {len(known_positives)} rows but train_dataset has {len(dataset)}; give one "
+                "list of texts per row, in the dataset's order."
+            )
+        # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...)
+        args.batch_sampler = functools.partial(KnownPositivesBatchSampler, known_positives=known_positives)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
     is_main = trainer.is_world_process_zero()
     before = _score(evaluator, model) if evaluator is not None and is_main else {}

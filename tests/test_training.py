@@ -177,3 +177,30 @@ def test_merge_lora_is_a_noop_without_adapter(tiny_model):
     merge_lora(tiny_model)
     np.testing.assert_allclose(tiny_model.encode(PROBE), before)
     assert torch.is_tensor(next(tiny_model.parameters()))
+
+
+def test_known_positives_batch_the_training_run(tiny_model_path, tmp_path, monkeypatch):
+    """train(known_positives=...) batches with KnownPositivesBatchSampler: row 0's relevant documents (rows 1-7's
+    positives) never share its batch."""
+    from negsynth_hf.sampler import KnownPositivesBatchSampler
+
+    data = ntuple()
+    known = [[p] for p in data["positive"]]
+    known[0] += data["positive"][1:8]
+    seen: list[list[int]] = []
+    original = KnownPositivesBatchSampler.__iter__
+
+    def spy(self):
+        for batch in original(self):
+            seen.append(list(batch))
+            yield batch
+
+    monkeypatch.setattr(KnownPositivesBatchSampler, "__iter__", spy)
+    result = train(
+        data, base_model=tiny_model_path, config=config(), output_dir=tmp_path, known_positives=known, save=False
+    )
+    assert result.steps == 2 and seen
+    batch_with_0 = next(b for b in seen if 0 in b)
+    assert not set(batch_with_0) & set(range(1, 8))
+    with pytest.raises(ValueError, match="known_positives has 3 rows"):
+        train(data, base_model=tiny_model_path, config=config(), output_dir=tmp_path, known_positives=known[:3])
