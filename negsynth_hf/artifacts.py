@@ -25,6 +25,7 @@ BUILD_CONFIG = "build_config.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 RECIPE_INFO = "recipe_info.json"
+KNOWN_POSITIVES = "known_positives.json"  # per train row: texts never to be its negatives (in-batch included)
 
 
 @dataclass
@@ -37,12 +38,25 @@ class BuiltDataset:
     recipe_info: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     summary_markdown: str = ""
+    known_positives: list[list[str]] | None = None
 
     @classmethod
-    def from_build_result(cls, result: Any, *, recipe_info: dict[str, Any] | None = None) -> BuiltDataset:
+    def from_build_result(
+        cls,
+        result: Any,
+        *,
+        recipe_info: dict[str, Any] | None = None,
+        known_positives: list[list[str]] | None = None,
+    ) -> BuiltDataset:
         summary = result.summary.to_dict() if hasattr(result.summary, "to_dict") else dict(result.summary or {})
         return cls(
-            result.train, result.provenance, dict(result.config), dict(recipe_info or {}), summary, result.to_markdown()
+            result.train,
+            result.provenance,
+            dict(result.config),
+            dict(recipe_info or {}),
+            summary,
+            result.to_markdown(),
+            known_positives,
         )
 
     @property
@@ -68,6 +82,8 @@ class BuiltDataset:
         (folder / RECIPE_INFO).write_text(json.dumps(self.recipe_info, indent=2, default=str) + "\n", encoding="utf-8")
         if self.summary_markdown:
             (folder / SUMMARY_MD).write_text(self.summary_markdown, encoding="utf-8")
+        if self.known_positives is not None:
+            (folder / KNOWN_POSITIVES).write_text(json.dumps(self.known_positives) + "\n", encoding="utf-8")
         return folder
 
     @classmethod
@@ -85,7 +101,9 @@ class BuiltDataset:
             return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
         summary_md = (folder / SUMMARY_MD).read_text(encoding="utf-8") if (folder / SUMMARY_MD).is_file() else ""
+        known = folder / KNOWN_POSITIVES
         return cls(
+            known_positives=json.loads(known.read_text(encoding="utf-8")) if known.is_file() else None,
             train=data[TRAIN_KEY],
             provenance=data[PROVENANCE] if PROVENANCE in data else None,
             build_config=read(BUILD_CONFIG),

@@ -237,7 +237,8 @@ def run_build(cfg: RecipeConfig) -> BuildOutput:
             "retriever_id": _public_model_id(cfg.build.retriever, cfg),
             "recipe": cfg.build.__dict__ | {"generator": _public_generator(cfg.build.generator)},
         }
-        BuiltDataset.from_build_result(result, recipe_info=recipe_info).save(output_dir)
+        known = list(pairs["known_positives"]) if "known_positives" in pairs.column_names else None
+        BuiltDataset.from_build_result(result, recipe_info=recipe_info, known_positives=known).save(output_dir)
         rows = len(result.train)
         _print(f"[build] saved {rows} rows to {output_dir}")
     state.wait_for_everyone()
@@ -282,9 +283,16 @@ def run_train(cfg: RecipeConfig):
             corpus_size=cfg.train.validation_corpus_size,
             seed=cfg.run.seed,
         )
+    known = built.known_positives if cfg.train.known_positive_batches else None
+    if known is not None and len(known) != len(built.train):
+        raise ValueError(
+            f"{cfg.train_dataset_dir}: known_positives.json has {len(known)} rows but the dataset has "
+            f"{len(built.train)}; rebuild, or pass --known_positive_batches false."
+        )
     _print(
         f"[train] {len(built.train)} rows, loss={cfg.train.loss}, lora={cfg.train.lora}, "
-        f"validation queries={len(evaluator.queries) if evaluator else 0}"
+        f"validation queries={len(evaluator.queries) if evaluator else 0}, batches: "
+        f"{'no known positive of a query in its batch' if known is not None else 'NO_DUPLICATES'}"
     )
     result = train(
         built.train,
@@ -293,6 +301,7 @@ def run_train(cfg: RecipeConfig):
         output_dir=cfg.model_dir,
         evaluator=evaluator,
         seed=cfg.run.seed,
+        known_positives=known,
     )
     _print(f"[train] {result.steps} steps in {result.train_seconds:.0f}s -> {result.merged_dir}")
     return result

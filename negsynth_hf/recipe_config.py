@@ -145,6 +145,11 @@ class TrainConfig:
     entropy_temperature: float = _f(0.1, "CausalNeg: tau_ent of the entropy softmax.")
     scale: float = _f(20.0, "Inverse temperature of InfoNCE (20 = tau 0.05).")
     mini_batch_size: int = _f(32, "cached_causalneg: GradCache mini-batch size.")
+    known_positive_batches: bool = _f(
+        True,
+        "Batch so that no document judged relevant to a query is its in-batch negative (KnownPositivesBatchSampler; "
+        "uses the build's known_positives.json, plain NO_DUPLICATES without one).",
+    )
     gather_across_devices: bool = _f(False, "Multi-GPU: gather embeddings across processes for in-batch negatives.")
     lora: bool = _f(True, "Train a LoRA adapter (peft) instead of all weights.")
     lora_r: int = _f(8, "LoRA rank.")

@@ -39,7 +39,11 @@ def test_smoke_recipes_end_to_end(tmp_path, tiny_model_path, recipe_env):
     assert info["source"]["dataset"] == "cisi" and len(info["validation_query_ids"]) == 4
     assert not set(info["validation_query_ids"]) & set(info["train_query_ids"])
 
-    launch("train", *common, env=env)
+    known = json.loads((run_dir / "dataset" / "known_positives.json").read_text())
+    assert len(known) == 24 and all(known)  # CISI's judged-relevant texts per row, kept for batching
+
+    out = launch("train", *common, env=env).stdout
+    assert "batches: no known positive of a query in its batch" in out
     summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["loss_name"] == "CausalNegLoss"
     assert summary["validation_after"]  # evaluator on held-out training queries ran
@@ -61,6 +65,7 @@ def test_smoke_recipes_end_to_end(tmp_path, tiny_model_path, recipe_env):
     ]
     dataset_folder = Path(plan["targets"][0]["folder"])
     assert (dataset_folder / "n-tuple").is_dir() and (staging / "model" / "model.safetensors").is_file()
+    assert not list(dataset_folder.rglob("known_positives*"))  # a local training aid, not a published config
     adapter_config = json.loads((staging / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "test-org/tiny-bert"
 
