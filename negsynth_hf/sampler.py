@@ -12,28 +12,43 @@ exactly as sentence-transformers defers a duplicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler, _sample_value_str
+from sentence_transformers.base.sampler import _EXCLUDE_DATASET_COLUMNS, NoDuplicatesBatchSampler, _sample_value_str
 
+logger = logging.getLogger(__name__)
 _TEXT, _KNOWN = 0, 1
 
 
 class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
-    def __init__(self, dataset: Any, *, known_positives: Sequence[Sequence[str]], **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: Any, *, known_positives: Sequence[Sequence[str]], fill_batches: bool = False, **kwargs: Any
+    ) -> None:
         """``NoDuplicatesBatchSampler`` that also keeps each row's known positives out of its batch.
 
         Args:
             dataset: the training dataset (as for ``NoDuplicatesBatchSampler``).
             known_positives: one list of texts per dataset row (same order): documents relevant to that row's
                 query, which must not be an in-batch negative of it.
+            fill_batches: rows the rule leaves in partial batches are re-batched with the duplicate rule only,
+                so every batch but the last is full; the rows that then share a batch with one of their known
+                positives are counted (``relaxed_rows``) and logged. Needed with several processes:
+                accelerate's sharding hands out a round of batches only when its last batch is full (a
+                2-process run of 6 CISI queries trained 0 steps without it). False: partial batches, after the
+                full ones.
             **kwargs: ``NoDuplicatesBatchSampler``'s (``batch_size``, ``drop_last``, ``generator``, ``seed``,
-                ...), except ``precompute_hashes``.
+                ...), except ``precompute_hashes``. With ``drop_last`` (set under DDP) the rows of a dropped
+                partial batch are counted (``dropped_rows``) and logged.
         """
         if kwargs.get("precompute_hashes"):
             raise ValueError("KnownPositivesBatchSampler compares texts; precompute_hashes=True is not supported.")
         super().__init__(dataset, **kwargs)
+        # ``drop_last`` stays what the trainer asked for (accelerate's sharding reads it), but the parent's passes
+        # run without it (see _iter_one_pass): this class decides what happens to the rows of partial batches
+        # (re-batched with fill_batches; dropped last and counted otherwise).
+        self.drop_last_batches = bool(self.drop_last)
         if len(known_positives) != len(self.dataset):
             raise ValueError(
                 f"known_positives has {len(known_positives)} rows but the dataset has {len(self.dataset)}; give "
@@ -41,6 +56,74 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
             )
         # the parent's own string form of a value, so a known text matches the row value it is
         self.known = [frozenset(_sample_value_str(t) for t in texts) for texts in known_positives]
+        self.fill_batches = fill_batches
+        self.relaxed_rows = 0  # last epoch: rows batched with one of their known positives (fill_batches)
+        self.dropped_rows = 0  # last epoch: rows of partial batches dropped under drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Full batches first, then the rows the rule could not fit into a full batch (common when queries share
+        # many relevant documents): as partial batches, or with fill_batches re-batched by the duplicate rule.
+        batches = list(super().__iter__())
+        full = [batch for batch in batches if len(batch) == self.batch_size]
+        partial = [batch for batch in batches if len(batch) != self.batch_size]
+        if self.fill_batches:
+            partial = self._batch_without_duplicates([index for batch in partial for index in batch])
+        if self.drop_last_batches:
+            kept = [batch for batch in partial if len(batch) == self.batch_size]
+            self.dropped_rows = sum(len(batch) for batch in partial) - sum(len(batch) for batch in kept)
+            partial = kept
+            if self.dropped_rows:
+                logger.warning(
+                    "KnownPositivesBatchSampler: drop_last dropped %d of %d rows this epoch (partial batches).",
+                    self.dropped_rows,
+                    len(self.dataset),
+                )
+        self.relaxed_rows = sum(self._conflicts(batch) for batch in partial) if self.fill_batches else 0
+        if self.relaxed_rows:
+            logger.warning(
+                "KnownPositivesBatchSampler: %d of %d rows share a batch with a text relevant to their query: "
+                "too few rows free of each other's known positives for batch size %d.",
+                self.relaxed_rows,
+                len(self.dataset),
+                self.batch_size,
+            )
+        yield from full + partial
+
+    def __len__(self) -> int:
+        if self.drop_last_batches:
+            return len(self.dataset) // self.batch_size
+        return (len(self.dataset) + self.batch_size - 1) // self.batch_size
+
+    def _texts(self, index: int) -> set[str]:
+        return {
+            _sample_value_str(value)
+            for key, value in self.dataset[index].items()
+            if key not in _EXCLUDE_DATASET_COLUMNS
+        }
+
+    def _batch_without_duplicates(self, indices: list[int]) -> list[list[int]]:
+        """Greedy batches of ``indices`` (in order) with no text twice in a batch (the NO_DUPLICATES rule)."""
+        texts = {index: self._texts(index) for index in indices}
+        batches: list[list[int]] = []
+        pending = list(indices)
+        while pending:
+            batch: list[int] = []
+            seen: set[str] = set()
+            deferred = []
+            for index in pending:
+                if len(batch) < self.batch_size and texts[index].isdisjoint(seen):
+                    batch.append(index)
+                    seen |= texts[index]
+                else:
+                    deferred.append(index)
+            batches.append(batch)
+            pending = deferred
+        return batches
+
+    def _conflicts(self, batch: list[int]) -> int:
+        """Rows of ``batch`` with a known positive among the other rows' texts."""
+        texts = {index: self._texts(index) for index in batch}
+        return sum(bool(self.known[index] & set().union(*(texts[j] for j in batch if j != index))) for index in batch)
 
     def _iter_one_pass(
         self, get_sample_values: Callable[[int], Any], has_overlap: Callable[[Any, Any], bool]
@@ -57,4 +140,9 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
                     return True
             return False
 
-        return super()._iter_one_pass(values, overlap)
+        saved, self.drop_last = self.drop_last, False  # keep partial batches: __iter__ handles their rows
+        try:
+            batches = list(super()._iter_one_pass(values, overlap))
+        finally:
+            self.drop_last = saved
+        return iter(batches)

@@ -312,8 +312,11 @@ def train(
                 f"known_positives has {len(known_positives)} rows but train_dataset has {len(dataset)}; give one "
                 "list of texts per row, in the dataset's order."
             )
-        # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...)
-        args.batch_sampler = functools.partial(KnownPositivesBatchSampler, known_positives=known_positives)
+        # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...);
+        # several processes need full batches (see KnownPositivesBatchSampler's fill_batches)
+        args.batch_sampler = functools.partial(
+            KnownPositivesBatchSampler, known_positives=known_positives, fill_batches=args.world_size > 1
+        )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
     is_main = trainer.is_world_process_zero()
     before = _score(evaluator, model) if evaluator is not None and is_main else {}

@@ -59,3 +59,36 @@ def test_validation():
         KnownPositivesBatchSampler(data, known_positives=known[:3], batch_size=4, drop_last=False)
     with pytest.raises(ValueError, match="precompute_hashes"):
         KnownPositivesBatchSampler(data, known_positives=known, batch_size=4, drop_last=False, precompute_hashes=True)
+
+
+def test_full_batches_first_and_fill_batches_for_several_processes():
+    """Heavy conflicts leave partial batches: strict mode puts them after the full ones; fill_batches re-batches
+    their rows with the duplicate rule only (every batch but the last full) and counts the relaxed rows."""
+    data, known = _data()
+    dense = [list(data["positive"]) for _ in range(12)]  # every query finds every document relevant
+    dense[0], dense[1] = known[0], known[1]
+    for seed in range(10):
+        kwargs = {"known_positives": dense, "batch_size": 4, "drop_last": False, "seed": seed}
+        strict = KnownPositivesBatchSampler(data, generator=torch.Generator(), **kwargs)
+        sizes = [len(b) for b in strict]
+        assert sizes == sorted(sizes, reverse=True) and 1 in sizes and strict.relaxed_rows == 0
+        filled = KnownPositivesBatchSampler(data, generator=torch.Generator(), fill_batches=True, **kwargs)
+        batches = [list(b) for b in filled]
+        assert all(len(b) == 4 for b in batches[:-1]) and sorted(i for b in batches for i in b) == list(range(12))
+        assert filled.relaxed_rows > 0
+
+
+def test_drop_last_drops_only_partial_batches_and_counts_them():
+    data, known = _data()
+    dense = [list(data["positive"]) for _ in range(12)]
+    dense[0], dense[1] = known[0], known[1]
+    sampler = KnownPositivesBatchSampler(
+        data, known_positives=dense, batch_size=4, drop_last=True, generator=torch.Generator(), seed=0
+    )
+    batches = [list(b) for b in sampler]
+    assert len(sampler) == 3 and all(len(b) == 4 for b in batches)
+    assert sampler.dropped_rows == 12 - 4 * len(batches) > 0  # counted, not silent
+    filled = KnownPositivesBatchSampler(
+        data, known_positives=dense, batch_size=4, drop_last=True, fill_batches=True, generator=torch.Generator()
+    )
+    assert [len(b) for b in filled] == [4, 4, 4] and filled.dropped_rows == 0
