@@ -44,11 +44,10 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
         """
         if kwargs.get("precompute_hashes"):
             raise ValueError("KnownPositivesBatchSampler compares texts; precompute_hashes=True is not supported.")
+        # ``drop_last`` stays what the trainer asked for (accelerate's sharding reads it, and the parent's
+        # __len__), but the parent's passes run without it (see _iter_one_pass): this class decides what happens
+        # to the rows of partial batches (re-batched with fill_batches; dropped last and counted otherwise).
         super().__init__(dataset, **kwargs)
-        # ``drop_last`` stays what the trainer asked for (accelerate's sharding reads it), but the parent's passes
-        # run without it (see _iter_one_pass): this class decides what happens to the rows of partial batches
-        # (re-batched with fill_batches; dropped last and counted otherwise).
-        self.drop_last_batches = bool(self.drop_last)
         if len(known_positives) != len(self.dataset):
             raise ValueError(
                 f"known_positives has {len(known_positives)} rows but the dataset has {len(self.dataset)}; give "
@@ -66,11 +65,13 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
         batches = list(super().__iter__())
         full = [batch for batch in batches if len(batch) == self.batch_size]
         partial = [batch for batch in batches if len(batch) != self.batch_size]
+        texts = {index: self._texts(index) for batch in partial for index in batch}
         if self.fill_batches:
-            partial = self._batch_without_duplicates([index for batch in partial for index in batch])
-        if self.drop_last_batches:
+            partial = self._batch_without_duplicates([index for batch in partial for index in batch], texts)
+        self.dropped_rows = 0
+        if self.drop_last:
             kept = [batch for batch in partial if len(batch) == self.batch_size]
-            self.dropped_rows = sum(len(batch) for batch in partial) - sum(len(batch) for batch in kept)
+            self.dropped_rows = sum(map(len, partial)) - sum(map(len, kept))
             partial = kept
             if self.dropped_rows:
                 logger.warning(
@@ -78,7 +79,7 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
                     self.dropped_rows,
                     len(self.dataset),
                 )
-        self.relaxed_rows = sum(self._conflicts(batch) for batch in partial) if self.fill_batches else 0
+        self.relaxed_rows = sum(self._conflicts(batch, texts) for batch in partial) if self.fill_batches else 0
         if self.relaxed_rows:
             logger.warning(
                 "KnownPositivesBatchSampler: %d of %d rows share a batch with a text relevant to their query: "
@@ -89,21 +90,16 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
             )
         yield from full + partial
 
-    def __len__(self) -> int:
-        if self.drop_last_batches:
-            return len(self.dataset) // self.batch_size
-        return (len(self.dataset) + self.batch_size - 1) // self.batch_size
-
     def _texts(self, index: int) -> set[str]:
+        """A row's values as the parent compares them (its non-hash path)."""
         return {
             _sample_value_str(value)
             for key, value in self.dataset[index].items()
             if key not in _EXCLUDE_DATASET_COLUMNS
         }
 
-    def _batch_without_duplicates(self, indices: list[int]) -> list[list[int]]:
+    def _batch_without_duplicates(self, indices: list[int], texts: dict[int, set[str]]) -> list[list[int]]:
         """Greedy batches of ``indices`` (in order) with no text twice in a batch (the NO_DUPLICATES rule)."""
-        texts = {index: self._texts(index) for index in indices}
         batches: list[list[int]] = []
         pending = list(indices)
         while pending:
@@ -120,9 +116,8 @@ class KnownPositivesBatchSampler(NoDuplicatesBatchSampler):
             pending = deferred
         return batches
 
-    def _conflicts(self, batch: list[int]) -> int:
+    def _conflicts(self, batch: list[int], texts: dict[int, set[str]]) -> int:
         """Rows of ``batch`` with a known positive among the other rows' texts."""
-        texts = {index: self._texts(index) for index in batch}
         return sum(bool(self.known[index] & set().union(*(texts[j] for j in batch if j != index))) for index in batch)
 
     def _iter_one_pass(

@@ -307,11 +307,7 @@ def train(
     if known_positives is not None:
         from negsynth_hf.sampler import KnownPositivesBatchSampler
 
-        if len(known_positives) != len(dataset):
-            raise ValueError(
-                f"known_positives has {len(known_positives)} rows but train_dataset has {len(dataset)}; give one "
-                "list of texts per row, in the dataset's order."
-            )
+        # (the sampler checks that known_positives has one list per row, before the first step)
         # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...);
         # several processes need full batches (see KnownPositivesBatchSampler's fill_batches)
         args.batch_sampler = functools.partial(

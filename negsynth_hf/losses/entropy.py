@@ -182,6 +182,8 @@ def query_view_entropy(
             ],
             dim=1,
         ).bool()
+    if num_gen == 0 or (generated_mask is not None and not bool(generated_mask.any())):
+        return query.new_zeros(())  # nothing to regularise: an exact zero, without a graph
     # Stop-gradient on the query and on mined negatives: only generated negatives get gradient.
     query = query.detach()
     with torch.no_grad():
@@ -189,6 +191,4 @@ def query_view_entropy(
     generated_scores = rowwise_dot(generated, query)
     scores = torch.cat([mined_scores, generated_scores], dim=1)
     is_generated = (torch.arange(num_mined + num_gen, device=device) >= num_mined).expand(batch, -1)
-    if num_gen == 0 or (generated_mask is not None and not bool(generated_mask.any())):
-        return scores.new_zeros(())  # nothing to regularise: an exact zero, without a graph
     return entropy_terms(scores, is_generated, valid, temperature).loss
