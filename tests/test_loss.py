@@ -223,7 +223,7 @@ def test_fractional_weights_add_log_w_and_carry_across_rows():
     logits = cos_sim(q, docs) * scale + bias  # the same bias for every anchor
     torch.testing.assert_close(out["infonce"], F.cross_entropy(logits, torch.arange(batch)), rtol=0, atol=1e-12)
     assert out["entropy"].item() == 0.0  # no generated negatives
-    unweighted = CausalNegLoss(None, use_weights=False).compute_loss_from_embeddings(embeddings, labels)
+    unweighted = CausalNegLoss(None, use_weights="none").compute_loss_from_embeddings(embeddings, labels)
     mnrl = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
     assert unweighted["infonce"].item() == mnrl.item()
 
@@ -251,6 +251,27 @@ def test_use_weights_mask_is_plain_infonce_over_the_unmasked_negatives():
         CausalNegLoss(None, use_weights="yes")
     with pytest.raises(ValueError, match="use_weights"):
         CausalNegLoss(None, use_weights=1)
+
+
+@pytest.mark.parametrize(("deprecated", "mode"), [(True, "weights"), (False, "none")])
+def test_use_weights_booleans_are_deprecated_aliases(deprecated, mode):
+    """True / False keep working for one minor version: same loss as the named mode, a DeprecationWarning that
+    names it and points at the caller's line, and the named mode in the config (and after assignment)."""
+    embeddings = _embeddings(4, 2, seed=13)
+    labels = torch.tensor([encode_negative_labels([0.5, 0.0], [False, True])] * 4, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match=f'use_weights="{mode}"') as record:
+        old = CausalNegLoss(None, use_weights=deprecated)
+    assert record[0].filename == __file__
+    new = CausalNegLoss(None, use_weights=mode)
+    assert old.get_config_dict()["use_weights"] == mode
+    for key in ("infonce", "entropy"):
+        assert (
+            old.compute_loss_from_embeddings(embeddings, labels)[key].item()
+            == new.compute_loss_from_embeddings(embeddings, labels)[key].item()
+        )
+    with pytest.warns(DeprecationWarning):
+        new.use_weights = not deprecated
+    assert new.use_weights == ("none" if deprecated else "weights")
 
 
 def test_without_in_batch_negatives_is_per_row_softmax():
@@ -345,9 +366,13 @@ def test_config_citation_temperature():
         "scale": 50.0,
         "similarity_fct": "cos_sim",
         "gather_across_devices": False,
+        "directions": ("query_to_doc",),
+        "partition_mode": "joint",
+        "hardness_mode": None,
+        "hardness_strength": 0.0,
         "in_batch_negatives": False,
         "num_generated": 3,
-        "use_weights": True,
+        "use_weights": "weights",
         "entropy_weight": 0.1,
         "entropy_temperature": 0.1,
     }
@@ -356,7 +381,7 @@ def test_config_citation_temperature():
 
 
 def test_validation_errors():
-    with pytest.raises(ValueError, match="scale must be positive"):
+    with pytest.raises(ValueError, match="Scale must be a positive value"):
         CausalNegLoss(None, scale=0.0)
     with pytest.raises(ValueError, match="entropy_weight"):
         CausalNegLoss(None, entropy_weight=-1.0)

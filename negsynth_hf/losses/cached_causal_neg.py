@@ -6,12 +6,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
+from sentence_transformers.base.losses.gradcache import (
+    CachedLossMixin,
+    _validate_mini_batch_num_tokens,
+    has_static_embedding_input,
+)
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from sentence_transformers.util import cos_sim, similarity_fct_name
 from torch import Tensor, nn
 
 from negsynth_hf.losses.causal_neg import CausalNegLoss
+from negsynth_hf.losses.directions import Direction, HardnessMode, PartitionMode
 
 
 class CachedCausalNegLoss(CachedLossMixin, nn.Module):
@@ -20,10 +25,14 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         model: SentenceTransformer,
         scale: float = 20.0,
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
-        gather_across_devices: bool = False,
-        *,
         mini_batch_size: int = 32,
+        mini_batch_num_tokens: int | None = None,
+        gather_across_devices: bool = False,
+        directions: tuple[Direction, ...] = ("query_to_doc",),
+        partition_mode: PartitionMode = "joint",
         show_progress_bar: bool = False,
+        hardness_mode: HardnessMode | None = None,
+        hardness_strength: float = 0.0,
         **causal_neg_kwargs: Any,
     ) -> None:
         """
@@ -34,15 +43,24 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         negatives (and the entropy statistics) get the large batch they benefit from.
 
         The math is not copied: the wrapped :class:`CausalNegLoss` (``self.loss``) computes the loss from the
-        cached embeddings. Its hyper-parameters are readable and assignable on this object.
+        cached embeddings. Its hyper-parameters are readable and assignable on this object. The constructor takes
+        :class:`~sentence_transformers.sentence_transformer.losses.CachedMultipleNegativesRankingLoss`'s arguments
+        in its order (a drop-in for it), then :class:`CausalNegLoss`'s own ones by keyword.
 
         Args:
             model: SentenceTransformer model.
             scale: Inverse temperature of the InfoNCE softmax, see :class:`CausalNegLoss`.
             similarity_fct: Similarity for InfoNCE, see :class:`CausalNegLoss`.
-            gather_across_devices: Gather embeddings across devices, see :class:`CausalNegLoss`.
             mini_batch_size: Rows embedded per forward pass; bounds the activation memory, not the loss.
+            mini_batch_num_tokens: If set, embedding mini-batches are packed by total (non-padding) token count
+                instead of by ``mini_batch_size`` rows, as in CachedMultipleNegativesRankingLoss (faster on
+                variable-length data with models that skip padded compute). Must be positive or None.
+            gather_across_devices: Gather embeddings across devices, see :class:`CausalNegLoss`.
+            directions: MNRL's interaction terms, see :class:`CausalNegLoss`.
+            partition_mode: ``"joint"`` or ``"per_direction"`` softmax, see :class:`CausalNegLoss`.
             show_progress_bar: Show a progress bar over the mini-batches.
+            hardness_mode: MNRL's hardness weighting, see :class:`CausalNegLoss`.
+            hardness_strength: ``alpha`` of the hardness weighting, see :class:`CausalNegLoss`.
             **causal_neg_kwargs: Keyword-only arguments of :class:`CausalNegLoss` (``in_batch_negatives``,
                 ``num_generated``, ``use_weights``, ``entropy_weight``, ``entropy_temperature``).
 
@@ -85,17 +103,28 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
                 "CachedCausalNegLoss cannot split a StaticEmbedding model's inputs into mini-batches; "
                 "use CausalNegLoss instead."
             )
+        if isinstance(mini_batch_size, bool):  # most likely gather_across_devices, 4th positional in 0.1
+            raise ValueError(
+                f"mini_batch_size must be a positive int, got {mini_batch_size!r}: the 4th positional argument is "
+                "mini_batch_size, as in CachedMultipleNegativesRankingLoss; pass gather_across_devices by keyword."
+            )
         if not (isinstance(mini_batch_size, int) and mini_batch_size > 0):
             raise ValueError(f"mini_batch_size must be a positive int, got {mini_batch_size!r}.")
+        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
         self.model = model
         self.loss = CausalNegLoss(
             model,
             scale=scale,
             similarity_fct=similarity_fct,
             gather_across_devices=gather_across_devices,
+            directions=directions,
+            partition_mode=partition_mode,
+            hardness_mode=hardness_mode,
+            hardness_strength=hardness_strength,
             **causal_neg_kwargs,
         )
         self.mini_batch_size = mini_batch_size
+        self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
         self._last_components: dict[str, Tensor] = {}
 
@@ -103,6 +132,10 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         "scale",
         "similarity_fct",
         "gather_across_devices",
+        "directions",
+        "partition_mode",
+        "hardness_mode",
+        "hardness_strength",
         "in_batch_negatives",
         "num_generated",
         "use_weights",
@@ -151,6 +184,7 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         config = self.loss.get_config_dict()
         config["similarity_fct"] = similarity_fct_name(self.loss.similarity_fct)
         config["mini_batch_size"] = self.mini_batch_size
+        config["mini_batch_num_tokens"] = self.mini_batch_num_tokens
         return config
 
     @property

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from sentence_transformers.util import (
     all_gather,
@@ -22,7 +24,19 @@ from torch import Tensor, nn
 
 from negsynth_hf.labels import decode_negative_labels
 from negsynth_hf.losses.cosine import CosineScores
+from negsynth_hf.losses.directions import (
+    Direction,
+    HardnessMode,
+    PartitionMode,
+    contrastive_loss,
+    extra_direction_scores,
+    hardness_bias,
+    validate_mnrl_arguments,
+)
 from negsynth_hf.losses.entropy import EntropyTerms, entropy_terms, rowwise_dot
+
+UseWeights = Literal["weights", "mask", "none"]
+USE_WEIGHTS_MODES: tuple[str, ...] = ("weights", "mask", "none")
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "h_gen_norm",
@@ -48,6 +62,47 @@ class _Similarities:
     negatives: Tensor | None  # (N, B, D) L2-normalised own negatives (column-major), detached; None without any
     own: Tensor  # (B, 1 + N) detached cosine of each query to its own positive and negatives
     entropy_scores: Tensor | None = None  # (B, N) own-negative cosines, gradient to generated docs only (fast path)
+    own_columns: Tensor | None = None  # (B, 1 + N) column of each row's own positive and negatives in `sims`
+    extra: dict[str, Tensor] = field(default_factory=dict)  # unscaled, masked blocks of the other directions
+
+
+def _use_weights_mode(use_weights: UseWeights | bool) -> UseWeights:
+    """The named mode of ``use_weights``; the booleans of earlier versions map to it with a DeprecationWarning."""
+    if isinstance(use_weights, bool):
+        mode = "weights" if use_weights else "none"
+        warnings.warn(
+            f"use_weights={use_weights} is deprecated and will be removed in the next minor version: use "
+            f'use_weights="{mode}" instead (same behaviour).',
+            DeprecationWarning,
+            stacklevel=5,  # the caller of CausalNegLoss(...): this, the setter, Module.__setattr__, __init__
+        )
+        return mode
+    if use_weights not in USE_WEIGHTS_MODES:
+        raise ValueError(f'use_weights must be "weights", "mask" or "none", got {use_weights!r}.')
+    return use_weights
+
+
+def _validate_own_arguments(
+    in_batch_negatives: bool, directions: tuple[str, ...], hardness_mode: str | None, num_generated: int | None
+) -> None:
+    """Checks of this loss's own arguments and of how they combine with MNRL's."""
+    if num_generated is not None and (isinstance(num_generated, bool) or int(num_generated) != num_generated):
+        raise ValueError(f"num_generated must be a non-negative int or None, got {num_generated!r}.")
+    if num_generated is not None and num_generated < 0:
+        raise ValueError(f"num_generated must be a non-negative int or None, got {num_generated}.")
+    if in_batch_negatives:
+        return
+    across_rows = sorted(set(directions) - {"query_to_doc"})
+    if across_rows:
+        raise ValueError(
+            f"directions {across_rows} compare across the rows of the batch, but in_batch_negatives=False gives "
+            "each query only its own documents: set in_batch_negatives=True, or directions=('query_to_doc',)."
+        )
+    if hardness_mode == "in_batch_negatives":
+        raise ValueError(
+            "hardness_mode='in_batch_negatives' weights other rows' documents, which in_batch_negatives=False "
+            "leaves out: set in_batch_negatives=True, or hardness_mode='hard_negatives' (each row's own negatives)."
+        )
 
 
 class CausalNegLoss(nn.Module):
@@ -57,10 +112,14 @@ class CausalNegLoss(nn.Module):
         scale: float = 20.0,
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
         gather_across_devices: bool = False,
+        directions: tuple[Direction, ...] = ("query_to_doc",),
+        partition_mode: PartitionMode = "joint",
+        hardness_mode: HardnessMode | None = None,
+        hardness_strength: float = 0.0,
         *,
         in_batch_negatives: bool = True,
         num_generated: int | None = None,
-        use_weights: bool | Literal["mask"] = True,
+        use_weights: UseWeights = "weights",
         entropy_weight: float = 0.05,
         entropy_temperature: float = 0.1,
     ) -> None:
@@ -68,7 +127,8 @@ class CausalNegLoss(nn.Module):
         InfoNCE over the positive and all (hard) negatives, where each negative's logit is shifted by the log of
         its gap-correction weight, plus ``entropy_weight`` times the query-view entropy term over each query's own
         generated negatives. With all weights 1 and ``entropy_weight=0`` it is exactly
-        :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`.
+        :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`, for every
+        combination of MNRL's own arguments (which it takes in the same positions, with the same defaults).
 
         The weights correct the generative-discriminative gap statically (a false negative or a negative that is
         trivially recognisable as synthetic counts less, or not at all); the entropy term corrects it dynamically
@@ -83,6 +143,20 @@ class CausalNegLoss(nn.Module):
                 calibrated for similarities in ``[-1, 1]``.
             gather_across_devices: Gather embeddings (and weights) across devices before computing InfoNCE, as
                 MultipleNegativesRankingLoss does. Only meaningful with ``in_batch_negatives=True``.
+            directions: MNRL's interaction terms: ``"query_to_doc"`` (required: it holds the positive pair),
+                ``"query_to_query"`` (each query against the other queries), ``"doc_to_query"`` (each positive
+                against all queries: the symmetric loss), ``"doc_to_doc"`` (each positive against the documents
+                of the other rows). ``("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")`` with
+                ``partition_mode="joint"`` is GTE's improved contrastive loss. Every direction but
+                ``"query_to_doc"`` compares across rows, so needs ``in_batch_negatives=True``.
+            partition_mode: ``"joint"``: one softmax over all directions' logits; ``"per_direction"``: one softmax
+                per direction, the losses averaged (not with ``"query_to_query"`` or ``"doc_to_doc"``).
+            hardness_mode: MNRL's hardness weighting, ``hardness_strength * stop_grad(sim)`` added to negative
+                logits of query_to_doc: ``"in_batch_negatives"`` (other rows' documents, Lan et al. 2025; needs
+                ``in_batch_negatives=True``), ``"hard_negatives"`` (each row's own explicit negatives, as in
+                EmbeddingGemma), ``"all_negatives"`` (both). ``None`` (default) switches it off.
+            hardness_strength: ``alpha`` of the hardness weighting (Lan et al. use 9, EmbeddingGemma 5); >= 0,
+                ignored when ``hardness_mode`` is None.
             in_batch_negatives: If True (default, as in MNRL), every other row's positive and explicit negatives
                 are candidates too; another row's negative keeps that row's weight for every anchor, so a masked
                 negative is masked everywhere. If False (the paper setting), each query sees only its own positive
@@ -90,10 +164,11 @@ class CausalNegLoss(nn.Module):
             num_generated: Without a label column, treat the trailing ``num_generated`` negative columns as
                 generated (for the entropy term). Ignored when a label column is given, whose flags win.
             use_weights: How the label column's weights enter InfoNCE (the generated flags are always used):
-                True (default) as given; ``"mask"`` as a 0/1 mask, so filled/masked slots (weight 0) stay out
-                and every other negative counts once (plain InfoNCE over the real negatives: the ablation "no
-                gap weights"); False ignores them entirely (weight 1 everywhere, fillers included: what a loss
-                that reads no labels does).
+                ``"weights"`` (default) as given; ``"mask"`` as a 0/1 mask, so filled/masked slots (weight 0) stay
+                out and every other negative counts once (plain InfoNCE over the real negatives: the ablation "no
+                gap weights"); ``"none"`` ignores them entirely (weight 1 everywhere, fillers included: what a
+                loss that reads no labels does). ``True`` / ``False`` still mean ``"weights"`` / ``"none"``, with a
+                DeprecationWarning, until the next minor version.
             entropy_weight: ``lambda`` of the entropy term; 0 switches it off (ablation "no entropy term").
             entropy_temperature: ``tau_ent`` of the entropy softmax.
 
@@ -101,6 +176,9 @@ class CausalNegLoss(nn.Module):
             - When Hard Negatives Hurt: Bridging the Generative-Discriminative Gap in Hard Negative Synthesis for
               Retrieval (KDD 2026), https://arxiv.org/abs/2606.01304
             - Gap-correction weights: docs/method.md, "What this project adds"
+            - Hardness weighting: Lan et al. 2025, https://arxiv.org/abs/2503.04812 (Eq. 5); EmbeddingGemma,
+              https://arxiv.org/abs/2509.20354
+            - Directions: GTE, https://arxiv.org/abs/2308.03281; symmetric InfoNCE, https://arxiv.org/abs/2310.19923
 
         Requirements:
             1. (anchor, positive, negative_1, ..., negative_n) n-tuples; every row the same ``n``.
@@ -121,11 +199,23 @@ class CausalNegLoss(nn.Module):
               term uses them only as a mask (``w = 0`` excluded, anything else included unweighted): the entropy
               term asks whether similarity reveals the source, and re-weighting its softmax would let the static
               weights hide exactly the shortcut it is meant to measure and remove.
-            - With ``cos_sim`` and in-batch negatives (the defaults), all similarity work is one autograd node
-              (:class:`negsynth_hf.losses.cosine.CosineScores`: ``cos_sim``'s values bitwise, a closed-form
-              backward), and the entropy term reads its scores off the same matrix; forward + backward then
-              costs less than MNRL's on the same embeddings (``benchmarks/bench_loss.py``). Other similarities
-              and ``in_batch_negatives=False`` take a plain autograd path with the same results.
+            - With hardness weighting a negative's logit is ``scale * sim + alpha * stop_grad(sim) + log w``: both
+              are importance factors on the negative's softmax term (``w * exp(alpha * sim)``), they commute, and
+              ``w = 0`` masks the negative whatever its hardness. The positive carries neither.
+            - A weight belongs to its document, not to a (query, document) pair: it is one column bias wherever
+              the document is a candidate, in query_to_doc for every anchor and in doc_to_doc for every other
+              row's positive, so a masked negative is masked in every direction. The columns of query_to_query
+              and doc_to_query are queries, which carry no weight; the hardness term stays on query_to_doc, as
+              in MNRL.
+            - The entropy term is each query's view of its own generated negatives, whatever ``directions``,
+              ``partition_mode`` and the hardness weighting: it measures and regularises the source shortcut of
+              the query's similarity, which none of them changes.
+            - With ``cos_sim`` and in-batch negatives (the defaults), the query_to_doc similarity work is one
+              autograd node (:class:`negsynth_hf.losses.cosine.CosineScores`: ``cos_sim``'s values bitwise, a
+              closed-form backward), and the entropy term reads its scores off the same matrix; forward +
+              backward then costs less than MNRL's on the same embeddings (``benchmarks/bench_loss.py``), also
+              with hardness weighting. The other directions' blocks are computed as MNRL computes them, other
+              similarities and ``in_batch_negatives=False`` take a plain autograd path with the same results.
             - The default path reads nothing back from the device except for validating the label column.
             - Returns ``{"infonce": ..., "entropy": entropy_weight * L_ent}``; the trainer sums and logs both.
             - After each forward, ``self.last_diagnostics`` gives that step's statistics as floats (keys in
@@ -161,6 +251,8 @@ class CausalNegLoss(nn.Module):
                                encode_negative_labels([1.0, 0.4], [False, True])],
                 })
                 loss = CausalNegLoss(model, in_batch_negatives=False)
+                # or, with EmbeddingGemma's hardness weighting on top of the gap weights:
+                # loss = CausalNegLoss(model, hardness_mode="hard_negatives", hardness_strength=5.0)
                 args = SentenceTransformerTrainingArguments(
                     output_dir="out", batch_sampler=BatchSamplers.NO_DUPLICATES
                 )
@@ -169,21 +261,19 @@ class CausalNegLoss(nn.Module):
         """
         super().__init__()
         self.model = model
-        if not scale > 0:
-            raise ValueError(f"scale must be positive (scale = 1 / temperature), got {scale}.")
-        if num_generated is not None and (isinstance(num_generated, bool) or int(num_generated) != num_generated):
-            raise ValueError(f"num_generated must be a non-negative int or None, got {num_generated!r}.")
-        if num_generated is not None and num_generated < 0:
-            raise ValueError(f"num_generated must be a non-negative int or None, got {num_generated}.")
+        validate_mnrl_arguments(scale, directions, partition_mode, hardness_mode, hardness_strength)
+        _validate_own_arguments(in_batch_negatives, directions, hardness_mode, num_generated)
         if not entropy_weight >= 0:
             raise ValueError(f"entropy_weight must be >= 0 (0 switches the entropy term off), got {entropy_weight}.")
         if not entropy_temperature > 0:
             raise ValueError(f"entropy_temperature must be positive, got {entropy_temperature}.")
-        if not (isinstance(use_weights, bool) or use_weights == "mask"):
-            raise ValueError(f'use_weights must be True, False or "mask", got {use_weights!r}.')
         self.scale = float(scale)
         self.similarity_fct = similarity_fct
         self.gather_across_devices = gather_across_devices
+        self.directions = tuple(directions)
+        self.partition_mode = partition_mode
+        self.hardness_mode = hardness_mode
+        self.hardness_strength = hardness_strength
         self.in_batch_negatives = in_batch_negatives
         self.num_generated = None if num_generated is None else int(num_generated)
         self.use_weights = use_weights
@@ -191,6 +281,15 @@ class CausalNegLoss(nn.Module):
         self.entropy_temperature = float(entropy_temperature)
         self._diagnostics_inputs: tuple | None = None
         self._diagnostics_cache: dict[str, float] = {}
+
+    @property
+    def use_weights(self) -> UseWeights:
+        return self._use_weights
+
+    @use_weights.setter
+    def use_weights(self, value: UseWeights | bool) -> None:
+        # A property, so that a later assignment (or one through CachedCausalNegLoss) is checked too.
+        self._use_weights = _use_weights_mode(value)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
         embeddings = embed_columns(self.model, sentence_features)
@@ -210,7 +309,7 @@ class CausalNegLoss(nn.Module):
                     f"The label column has {weights.size(0)} rows but the batch has {batch_size} anchors; expected "
                     f"a label tensor of shape ({batch_size}, {2 * num_negatives})."
                 )
-            if self.use_weights is False:
+            if self.use_weights == "none":
                 weights = torch.ones_like(weights)
             elif self.use_weights == "mask":
                 weights = (weights > 0).to(weights.dtype)
@@ -239,8 +338,9 @@ class CausalNegLoss(nn.Module):
         with_entropy = self.entropy_weight > 0 and num_negatives > 0 and may_have_generated
 
         sims = self._similarities(queries, positives, negatives, with_entropy)
-        weighted = labels is not None and self.use_weights is not False
-        infonce = self._infonce_from_logits(*self._weighted_logits(sims, weights if weighted else None))
+        weighted = labels is not None and self.use_weights != "none"
+        logits = self._direction_logits(sims, weights if weighted else None)
+        infonce = contrastive_loss(logits, sims.targets, self.partition_mode)
 
         terms = None
         if with_entropy:
@@ -264,75 +364,106 @@ class CausalNegLoss(nn.Module):
     def infonce_logits(
         self, queries: Tensor, positives: Tensor, negatives: list[Tensor], weights: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Scaled InfoNCE logits (``+ log w`` on each negative) and the column index of each row's positive.
+        """Scaled query_to_doc logits (``+ log w`` and the hardness term on each negative) and the column index of
+        each row's positive.
 
         In-batch on: ``(B, B_world * (1 + N))``, columns block-ordered ``[positives | negative_1 | ...]`` exactly
         like MNRL's query_to_doc matrix. In-batch off: ``(B, 1 + N)``, own positive first.
         """
-        return self._weighted_logits(self._similarities(queries, positives, negatives), weights)
+        sims = self._similarities(queries, positives, negatives)
+        return self._direction_logits(sims, weights)["query_to_doc"], sims.targets
 
     def _similarities(
         self, queries: Tensor, positives: Tensor, negatives: list[Tensor], with_entropy: bool = False
     ) -> _Similarities:
-        """One pass of similarity work shared by InfoNCE, the entropy term and the diagnostics.
+        """One pass of similarity work shared by InfoNCE, the entropy term and the diagnostics."""
+        if self.in_batch_negatives:
+            sims = self._in_batch_similarities(queries, positives, negatives, with_entropy)
+        else:
+            sims = self._own_similarities(queries, positives, negatives)
+        if sims.own is None:
+            with torch.no_grad():
+                own = rowwise_dot(F.normalize(positives, dim=-1).unsqueeze(1), sims.query.detach())
+                if sims.negatives is not None:
+                    own = torch.cat([own, rowwise_dot(sims.negatives.transpose(0, 1), sims.query.detach())], 1)
+            sims.own = own
+        return sims
 
-        With ``cos_sim`` and in-batch negatives (the default) it is one :class:`CosineScores` node: the scores
-        are bitwise ``cos_sim``'s, the own-document cosines (and, ``with_entropy``, the entropy term's scores,
-        whose gradient reaches the documents only) are read off that matrix, and the backward is fused.
+    def _in_batch_similarities(
+        self, queries: Tensor, positives: Tensor, negatives: list[Tensor], with_entropy: bool
+    ) -> _Similarities:
+        """Each local query against every (gathered) document, block-ordered like MNRL's query_to_doc matrix, plus
+        the blocks of the other ``directions``.
+
+        With ``cos_sim`` the query_to_doc block is one :class:`CosineScores` node: the scores are bitwise
+        ``cos_sim``'s, the own-document cosines (and, ``with_entropy``, the entropy term's scores, whose gradient
+        reaches the documents only) are read off that matrix, and the backward is fused.
         """
         batch_size, num_docs = queries.size(0), 1 + len(negatives)
-        is_cos = self.similarity_fct is cos_sim
+        docs = [positives, *negatives]
+        offset = 0
+        if self.gather_across_devices:
+            queries = all_gather_with_grad(queries)
+            docs = [all_gather_with_grad(doc) for doc in docs]
+            offset = get_rank() * batch_size
+        world_batch_size, local = docs[0].size(0), slice(offset, offset + batch_size)
+        targets = torch.arange(offset, offset + batch_size, device=queries.device)
+        own_columns = targets.unsqueeze(1) + world_batch_size * torch.arange(num_docs, device=targets.device)
+        local_queries, docs_all = queries[local], torch.cat(docs, dim=0)
         own = entropy_scores = None
-        if self.in_batch_negatives:
-            docs = [positives, *negatives]
-            offset = 0
-            if self.gather_across_devices:
-                queries = all_gather_with_grad(queries)
-                docs = [all_gather_with_grad(doc) for doc in docs]
-                offset = get_rank() * batch_size
-            world_batch_size = docs[0].size(0)
-            targets = torch.arange(offset, offset + batch_size, device=queries.device)
-            local_queries, docs_all = queries[offset : offset + batch_size], torch.cat(docs, dim=0)
-            if is_cos:
-                own_columns = targets.unsqueeze(1) + world_batch_size * torch.arange(num_docs, device=targets.device)
-                sims, own_scores, query_n, docs_n = CosineScores.apply(
-                    local_queries, docs_all, own_columns, 1 if with_entropy else num_docs
-                )
-                own, entropy_scores = own_scores.detach(), own_scores[:, 1:]
-                # (N, B, D) view of this device's own normalised negatives (for the diagnostics)
-                negatives_n = docs_n.view(num_docs, world_batch_size, -1)[1:, offset : offset + batch_size]
-            else:
-                query_n = F.normalize(local_queries, dim=-1)
-                sims = self.similarity_fct(local_queries, docs_all)
-                negatives_n = F.normalize(torch.stack(negatives).detach(), dim=-1) if negatives else None
+        if self.similarity_fct is cos_sim:
+            sims, own_scores, query_n, docs_n = CosineScores.apply(
+                local_queries, docs_all, own_columns, 1 if with_entropy else num_docs
+            )
+            own, entropy_scores = own_scores.detach(), own_scores[:, 1:]
+            # (N, B, D) view of this device's own normalised negatives (for the diagnostics)
+            negatives_n = docs_n.view(num_docs, world_batch_size, -1)[1:, local]
         else:
-            # Each query against its own positive and its own negatives only: (B, 1 + N), no B x B matrix.
-            targets = torch.zeros(batch_size, dtype=torch.long, device=queries.device)
-            docs = torch.stack([positives, *negatives], dim=1)
-            query_n = F.normalize(queries, dim=-1)
-            if is_cos:
-                docs_n = F.normalize(docs, dim=-1)
-                sims = rowwise_dot(docs_n, query_n)
-                own = sims.detach()
-                negatives_n = docs_n.detach()[:, 1:].transpose(0, 1)
-            else:
-                if self.similarity_fct is dot_score:
-                    sims = rowwise_dot(docs, queries)
-                else:  # any other all-pairs similarity: the diagonal of each (B, B) block (correct, not cheap)
-                    sims = torch.stack(
-                        [torch.diagonal(self.similarity_fct(queries, docs[:, k])) for k in range(num_docs)], dim=1
-                    )
-                negatives_n = F.normalize(docs.detach()[:, 1:], dim=-1).transpose(0, 1)
-        if own is None:
-            with torch.no_grad():
-                positive_n = F.normalize(positives, dim=-1)
-                own = (query_n.detach() * positive_n).sum(-1, keepdim=True)
-                if negatives_n is not None:
-                    own = torch.cat([own, rowwise_dot(negatives_n.transpose(0, 1), query_n.detach())], 1)
-        if not negatives:
-            negatives_n = None
+            query_n = F.normalize(local_queries, dim=-1)
+            sims = self.similarity_fct(local_queries, docs_all)
+            negatives_n = F.normalize(torch.stack(negatives).detach(), dim=-1) if negatives else None
+        extra = {}
+        if any(direction != "query_to_doc" for direction in self.directions):
+            extra = extra_direction_scores(self.similarity_fct, self.directions, queries, docs, local)
         return _Similarities(
-            sims=sims, targets=targets, query=query_n, negatives=negatives_n, own=own, entropy_scores=entropy_scores
+            sims=sims,
+            targets=targets,
+            query=query_n,
+            negatives=negatives_n if negatives else None,
+            own=own,
+            entropy_scores=entropy_scores,
+            own_columns=own_columns,
+            extra=extra,
+        )
+
+    def _own_similarities(self, queries: Tensor, positives: Tensor, negatives: list[Tensor]) -> _Similarities:
+        """Each query against its own positive and its own negatives only: ``(B, 1 + N)``, no B x B matrix."""
+        batch_size, num_docs = queries.size(0), 1 + len(negatives)
+        targets = torch.zeros(batch_size, dtype=torch.long, device=queries.device)
+        own_columns = torch.arange(num_docs, device=queries.device).expand(batch_size, -1)
+        docs = torch.stack([positives, *negatives], dim=1)
+        query_n = F.normalize(queries, dim=-1)
+        own = None
+        if self.similarity_fct is cos_sim:
+            docs_n = F.normalize(docs, dim=-1)
+            sims = rowwise_dot(docs_n, query_n)
+            own = sims.detach()
+            negatives_n = docs_n.detach()[:, 1:].transpose(0, 1)
+        else:
+            if self.similarity_fct is dot_score:
+                sims = rowwise_dot(docs, queries)
+            else:  # any other all-pairs similarity: the diagonal of each (B, B) block (correct, not cheap)
+                sims = torch.stack(
+                    [torch.diagonal(self.similarity_fct(queries, docs[:, k])) for k in range(num_docs)], dim=1
+                )
+            negatives_n = F.normalize(docs.detach()[:, 1:], dim=-1).transpose(0, 1)
+        return _Similarities(
+            sims=sims,
+            targets=targets,
+            query=query_n,
+            negatives=negatives_n if negatives else None,
+            own=own,
+            own_columns=own_columns,
         )
 
     @property
@@ -359,26 +490,38 @@ class CausalNegLoss(nn.Module):
             scores = scores.index_copy(1, index, generated_scores.to(scores.dtype))
         return scores
 
-    def _weighted_logits(self, sims: _Similarities, weights: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Scaled logits plus ``log w`` on each negative (no check whether all ``w`` are 1: ``x + log 1`` is
-        exactly ``x``, and the check would cost a device synchronisation)."""
-        logits = sims.sims * self.scale
-        if weights is not None and weights.numel():
-            log_w = weights.to(logits.dtype).log()
-            if self.in_batch_negatives:
-                if self.gather_across_devices:
-                    log_w = all_gather(log_w)
-                # A negative's weight belongs to the negative, so it is the same for every anchor: one column bias
-                # (a masked negative is masked for every anchor). Positives of other rows keep weight 1.
-                logits = logits + torch.cat([logits.new_zeros(log_w.size(0)), log_w.T.reshape(-1)])
-            else:
-                logits = torch.cat([logits[:, :1], logits[:, 1:] + log_w], dim=1)
-        return logits, sims.targets
+    def _direction_logits(self, sims: _Similarities, weights: Tensor | None) -> dict[str, Tensor]:
+        """Scaled logits of every direction, in MNRL's order: query_to_doc with ``+ log w`` and the hardness term
+        on its negatives, doc_to_doc with the same ``+ log w`` column bias (a weight belongs to its document), the
+        query columns of query_to_query and doc_to_query unweighted.
 
-    @staticmethod
-    def _infonce_from_logits(logits: Tensor, targets: Tensor) -> Tensor:
-        positive_logits = logits[torch.arange(logits.size(0), device=logits.device), targets]
-        return -(positive_logits - torch.logsumexp(logits, dim=1)).mean()
+        No check whether all ``w`` are 1: ``x + log 1`` is exactly ``x``, and the check would cost a device
+        synchronisation. The two biases are detached, so they are summed before the one add in the graph.
+        """
+        log_w = self._log_weight_bias(weights, sims.sims.dtype)
+        bias = hardness_bias(self.hardness_mode, self.hardness_strength, sims.sims, sims.own_columns)
+        if bias is None:
+            bias = log_w
+        elif log_w is not None:
+            bias = bias + log_w
+        logits = sims.sims * self.scale
+        logits = {"query_to_doc": logits if bias is None else logits + bias}
+        for name, block in sims.extra.items():
+            block = block * self.scale
+            logits[name] = block + log_w if name == "doc_to_doc" and log_w is not None else block
+        return logits
+
+    def _log_weight_bias(self, weights: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+        """``log w`` laid out on the query_to_doc columns: in-batch one ``(C,)`` column bias, the same for every
+        anchor (positives of every row keep weight 1); in-batch off ``(B, 1 + N)``, own positive first."""
+        if weights is None or not weights.numel():
+            return None
+        log_w = weights.to(dtype).log()
+        if not self.in_batch_negatives:
+            return torch.cat([log_w.new_zeros(log_w.size(0), 1), log_w], dim=1)
+        if self.gather_across_devices:
+            log_w = all_gather(log_w)
+        return torch.cat([log_w.new_zeros(log_w.size(0)), log_w.T.reshape(-1)])
 
     @torch.no_grad()
     def _diagnostics(self, sims: _Similarities, is_generated: Tensor, valid: Tensor, terms) -> dict[str, float]:
@@ -429,6 +572,10 @@ class CausalNegLoss(nn.Module):
             "scale": self.scale,
             "similarity_fct": similarity_fct_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
+            "directions": self.directions,
+            "partition_mode": self.partition_mode,
+            "hardness_mode": self.hardness_mode,
+            "hardness_strength": self.hardness_strength,
             "in_batch_negatives": self.in_batch_negatives,
             "num_generated": self.num_generated,
             "use_weights": self.use_weights,
@@ -442,7 +589,17 @@ class CausalNegLoss(nn.Module):
 
     @property
     def citation(self) -> str:
-        return """
+        """The paper's entry, plus those of the MNRL variant (GTE, Jina) and of the hardness weighting in use."""
+        entries = [_CITATION]
+        if set(self.directions) != {"query_to_doc"}:
+            # MNRL's own choice of entry for these directions (its property reads nothing else)
+            entries.append(MultipleNegativesRankingLoss.citation.fget(self))
+        if self.hardness_mode is not None and self.hardness_strength > 0:
+            entries.append(_HARDNESS_CITATIONS[self.hardness_mode])
+        return "".join(entries)
+
+
+_CITATION = """
 @inproceedings{causalneg2026,
     title={When Hard Negatives Hurt: Bridging the Generative-Discriminative Gap in Hard Negative Synthesis for Retrieval},
     author={{CausalNeg authors}},
@@ -453,3 +610,28 @@ class CausalNegLoss(nn.Module):
     url={https://arxiv.org/abs/2606.01304},
 }
 """
+_LAN_2025 = """
+@misc{lan2025llave,
+    title={LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive Learning},
+    author={Zhibin Lan and others},
+    year={2025},
+    eprint={2503.04812},
+    archivePrefix={arXiv},
+    url={https://arxiv.org/abs/2503.04812},
+}
+"""
+_EMBEDDINGGEMMA_2025 = """
+@misc{schechtervera2025embeddinggemma,
+    title={EmbeddingGemma: Powerful and Lightweight Text Representations},
+    author={Henrique Schechter Vera and others},
+    year={2025},
+    eprint={2509.20354},
+    archivePrefix={arXiv},
+    url={https://arxiv.org/abs/2509.20354},
+}
+"""
+_HARDNESS_CITATIONS = {
+    "in_batch_negatives": _LAN_2025,
+    "hard_negatives": _EMBEDDINGGEMMA_2025,
+    "all_negatives": _LAN_2025 + _EMBEDDINGGEMMA_2025,
+}
