@@ -129,35 +129,29 @@ def oracle_content(body: dict[str, Any]) -> str:
     name = schema_name(body) or ""
     query = prompt_query(body)
     if name in ("analysis",):
-        nodes = [
-            {
-                "id": f"R{i}",
-                "facet": "entity" if i == 1 else "constraint",
-                "description": f"requirement {i} of the query",
-                "critical": i == 1,
-                "break_strategies": [
-                    {"type": "entity_shift", "idea": "swap the main entity"},
-                    {"type": "upstream_downstream", "idea": "describe a consequence instead"},
-                ]
-                if i == 1
-                else [],
-            }
-            for i in range(1, 5)
+        breaks = [
+            {"type": "entity_shift", "idea": "swap the main entity"},
+            {"type": "upstream_downstream", "idea": "describe a consequence instead"},
         ]
         return json.dumps(
             {
                 "core_need": "what the query asks",
                 "how_positive_answers": "it states the answer",
                 "answer_boundary": "the specific finding",
-                "requirements": nodes,
+                "critical_requirements": [
+                    {"facet": "entity", "description": f"requirement {i} of the query", "break_strategies": breaks}
+                    for i in (1, 2)
+                ],
+                "other_requirements": [
+                    {"facet": "constraint", "description": f"requirement {i} of the query"} for i in (3, 4)
+                ],
             }
         )
     if name in ("generation",):
         negatives = [
             {
-                "node_id": "R1",
+                "node_id": "C1",
                 "strategy_type": "entity_shift",
-                "rewrote_candidate": False,
                 "candidate_index": None,
                 "text": passage_for(query, k),
                 "explanation": "it is about a different entity",

@@ -196,9 +196,8 @@ def _copy_positive(body: dict) -> str:
     if schema_name(body) == "generation":
         positive = _unescape_tag(body["messages"][1]["content"], "positive")
         item = {
-            "node_id": "R1",
+            "node_id": "C1",
             "strategy_type": "entity_shift",
-            "rewrote_candidate": False,
             "candidate_index": None,
             "text": positive,
             "explanation": "it is about a different entity",

@@ -61,29 +61,27 @@ ANALYSIS = {
     "core_need": "Whether vitamin D reduces fractures in older adults.",
     "how_positive_answers": "It reports a trial where vitamin D lowered fracture rates in adults over 65.",
     "answer_boundary": "A document must report the effect of vitamin D on fractures in older adults.",
-    "requirements": [
+    "critical_requirements": [
         {
-            "id": "R1",
             "facet": "entity",
             "description": "The intervention is vitamin D.",
-            "critical": True,
             "break_strategies": [
                 {"type": "entity_shift", "idea": "Use calcium instead of vitamin D."},
                 {"type": "upstream_downstream", "idea": "Discuss vitamin D synthesis in skin."},
             ],
         },
         {
-            "id": "R2",
             "facet": "constraint",
             "description": "The population is older adults.",
-            "critical": True,
             "break_strategies": [
                 {"type": "constraint_violation", "idea": "Study children."},
                 {"type": "entity_shift", "idea": "Study athletes."},
             ],
         },
-        {"id": "R3", "facet": "attribute", "description": "The outcome is fracture risk.", "critical": False},
-        {"id": "R4", "facet": "information_need", "description": "Effect size is reported.", "critical": False},
+    ],
+    "other_requirements": [
+        {"facet": "attribute", "description": "The outcome is fracture risk."},
+        {"facet": "information_need", "description": "Effect size is reported."},
     ],
 }
 
@@ -92,11 +90,10 @@ def generation_reply(*negs: dict) -> str:
     return json.dumps({"negatives": list(negs)})
 
 
-def neg(text: str, node: str = "R1", kind: str = "entity_shift", *, cand: int | None = None) -> dict:
+def neg(text: str, node: str = "C1", kind: str = "entity_shift", *, cand: int | None = None) -> dict:
     return {
         "node_id": node,
         "strategy_type": kind,
-        "rewrote_candidate": cand is not None,
         "candidate_index": cand,
         "text": text,
         "explanation": "It is about a different intervention, so it does not address the query.",

@@ -73,37 +73,33 @@ def test_errors_are_precise(text, error):
 
 
 def test_lenient_spelling_strict_content():
+    critical = {
+        "facet": "Information Need",
+        "description": "a requirement",
+        "break_strategies": [{"type": "Entity-Shift", "idea": "swap it"}, {"type": "intent drift", "idea": "drift"}],
+    }
     analysis = {
         "core_need": "need",
         "how_positive_answers": "how",
         "answer_boundary": "boundary",
-        "requirements": [
-            {
-                "id": f"R{i}",
-                "facet": "Information Need",
-                "description": "a requirement",
-                "critical": "true",
-                "break_strategies": [
-                    {"type": "Entity-Shift", "idea": "swap it"},
-                    {"type": "intent drift", "idea": "drift"},
-                ],
-            }
-            for i in range(4)
-        ],
+        "critical_requirements": [critical, critical],
+        "other_requirements": [{"facet": "entity", "description": "another requirement"}] * 2,
     }
     outcome = parse_reply(json.dumps(analysis), Analysis)
     assert outcome.ok, outcome.error
-    node = outcome.value.requirements[0]
-    assert node.facet == "information_need" and node.critical is True
-    assert [b.type for b in node.break_strategies] == ["entity_shift", "intent_drift"]
-    analysis["requirements"] = analysis["requirements"][:3]
-    assert "requirements: List should have at least 4 items" in parse_reply(json.dumps(analysis), Analysis).error
-    analysis["requirements"] = [dict(analysis["requirements"][0], id="R1")] * 4
-    assert "requirement ids must be unique" in parse_reply(json.dumps(analysis), Analysis).error
+    nodes = outcome.value.requirements
+    assert [n.id for n in nodes] == ["C1", "C2", "O1", "O2"]  # numbered by the code: unique by construction
+    assert nodes[0].facet == "information_need" and nodes[0].critical and not nodes[2].critical
+    assert [b.type for b in nodes[0].break_strategies] == ["entity_shift", "intent_drift"]
+    one_break = dict(critical, break_strategies=critical["break_strategies"][:1])
+    error = parse_reply(json.dumps(dict(analysis, critical_requirements=[critical, one_break])), Analysis).error
+    assert "critical_requirements.1.break_strategies: List should have at least 2 items" in error
+    error = parse_reply(json.dumps(dict(analysis, other_requirements=[])), Analysis).error
+    assert "other_requirements: List should have at least 2 items" in error
 
 
 def test_generation_schema_violation_names_the_field():
-    bad = {"negatives": [{"node_id": "R1", "strategy_type": "paraphrase", "rewrote_candidate": False, "text": "t"}]}
+    bad = {"negatives": [{"node_id": "C1", "strategy_type": "paraphrase", "text": "t"}]}
     error = parse_reply(json.dumps(bad), Generation).error
     assert "negatives.0.strategy_type" in error and "negatives.0.explanation: Field required" in error
 

@@ -9,13 +9,8 @@ import pytest
 from test_synthesis_helpers import ANALYSIS, ScriptedGenerator, generation_reply, last_user_text, neg, user_text
 
 from negsynth_hf.generators.base import ChatResponse
-from negsynth_hf.synthesis import (
-    ANALYSIS_SCHEMA,
-    GENERATION_SCHEMA,
-    QUERY_EDIT_SCHEMA,
-    SynthesisInput,
-    Synthesizer,
-)
+from negsynth_hf.synthesis import ANALYSIS_SCHEMA, QUERY_EDIT_SCHEMA, SynthesisInput, Synthesizer
+from negsynth_hf.synthesis.schemas import generation_schema, max_tokens_for
 
 QUERY = "Vitamin D supplementation reduces fracture risk in older adults."
 POSITIVE = (
@@ -34,7 +29,7 @@ CANDIDATES = (
 def cf_responder(request):
     if request.schema_name == "analysis":
         return "```json\n" + json.dumps(ANALYSIS) + "\n```"
-    return generation_reply(neg(NEG_A, "R1", cand=1), neg(NEG_B, "R2", "constraint_violation"))
+    return generation_reply(neg(NEG_A, "C1", cand=1), neg(NEG_B, "C2", "constraint_violation"))
 
 
 def test_counterfactual_end_to_end():
@@ -47,19 +42,25 @@ def test_counterfactual_end_to_end():
     results = synth.synthesize(items)
     assert [len(b) for b in gen.batches] == [2, 2]  # stage 1 for all rows, then stage 2 for all rows
     first, second = gen.batches
-    assert all(r.json_schema == ANALYSIS_SCHEMA and r.prompt_version == "cf-v1:analysis" for r in first)
-    assert all(r.json_schema == GENERATION_SCHEMA and r.prompt_version == "cf-v1:generation" for r in second)
-    assert all(r.temperature == 0.2 and r.max_new_tokens == 512 for r in gen.requests)
+    assert all(r.json_schema == ANALYSIS_SCHEMA and r.prompt_version == "cf-v2:analysis" for r in first)
+    # per request: the analysis' critical ids as an enum, candidate numbers in range, at most K negatives
+    assert second[0].json_schema == generation_schema(["C1", "C2"], num_candidates=2, num_negatives=3)
+    assert second[1].json_schema == generation_schema(["C1", "C2"], num_candidates=0, num_negatives=3)
+    assert all(r.prompt_version == "cf-v2:generation" for r in second)
+    # every budget is sized from the request's own schema (no reply cut off mid-JSON)
+    assert all(r.temperature == 0.2 and r.max_new_tokens == max_tokens_for(r.json_schema) for r in gen.requests)
     # the analysis goes into the generation prompt; candidates are numbered, empty ones skipped
     prompt = user_text(second[0])
     assert "The intervention is vitamin D." in prompt and '<candidate number="1">' in prompt
     assert '<candidate number="3">' not in prompt
     res = results[0]
-    assert res.failure_reason is None and res.strategy == "counterfactual" and res.prompt_version == "cf-v1"
+    assert res.failure_reason is None and res.strategy == "counterfactual" and res.prompt_version == "cf-v2"
     assert res.model_id == "scripted" and res.llm_calls == 2 and res.attempts == 1 and res.completion_tokens > 0
-    assert res.analysis["requirements"][0]["id"] == "R1"
+    assert (
+        res.analysis["critical_requirements"][0]["id"] == "C1" and res.analysis["other_requirements"][0]["id"] == "O1"
+    )
     a, b = res.negatives
-    assert a.text == NEG_A and a.node_id == "R1" and a.violated_requirement == "R1: The intervention is vitamin D."
+    assert a.text == NEG_A and a.node_id == "C1" and a.violated_requirement == "C1: The intervention is vitamin D."
     assert a.rewrote_candidate and a.candidate_index == 1  # number 1 in the prompt = input.candidates[1] (0 was empty)
     assert b.strategy_type == "constraint_violation" and not b.rewrote_candidate and b.candidate_index is None
     # the second row has no candidates: a claimed rewrite cannot be mapped and is flagged
@@ -85,7 +86,7 @@ def test_retry_reasks_with_error_and_previous_reply():
     reask = gen.batches[1][0]
     assert [m["role"] for m in reask.messages][-2:] == ["assistant", "user"]
     assert reask.messages[-2]["content"] == '{"core_need": "x"}'
-    assert "requirements: Field required" in last_user_text(reask)
+    assert "critical_requirements: Field required" in last_user_text(reask)
     assert reask.seed == gen.batches[0][0].seed + 1  # a new seed so caches and greedy decoding do not replay
 
 
@@ -140,14 +141,14 @@ def test_generator_that_raises_fails_rows_softly():
 def test_unknown_node_ids_dropped_or_reasked():
     replies = iter(
         [
-            generation_reply(neg(NEG_A, "R9")),  # only unknown ids -> re-ask
-            generation_reply(neg(NEG_A, "r1"), neg(NEG_B, "R7")),  # one ok (case-insensitive), one dropped
+            generation_reply(neg(NEG_A, "R9")),  # only unknown ids -> re-ask (a schema-less server can send them)
+            generation_reply(neg(NEG_A, "c1"), neg(NEG_B, "R7")),  # one ok (case-insensitive), one dropped
         ]
     )
     gen = ScriptedGenerator(lambda r: json.dumps(ANALYSIS) if r.schema_name == "analysis" else next(replies))
     res = Synthesizer(gen).synthesize([SynthesisInput(QUERY, POSITIVE)])[0]
-    assert "valid ids: ['R1', 'R2', 'R3', 'R4']" in last_user_text(gen.batches[2][0])
-    assert [n.node_id for n in res.negatives] == ["R1"] and any("R7" in note for note in res.notes)
+    assert "valid ids: ['C1', 'C2', 'O1', 'O2']" in last_user_text(gen.batches[2][0])
+    assert [n.node_id for n in res.negatives] == ["C1"] and any("R7" in note for note in res.notes)
 
 
 def test_cap_dedupe_and_flags():
@@ -286,7 +287,7 @@ def test_config_dict_json_safe_and_sensitive(monkeypatch):
     gen = ScriptedGenerator(cf_responder)
     base = Synthesizer(gen).config_dict()
     assert json.loads(json.dumps(base)) == base
-    assert base["strategy"] == "counterfactual" and base["prompt_version"] == "cf-v1" and base["profile"] == "generic"
+    assert base["strategy"] == "counterfactual" and base["prompt_version"] == "cf-v2" and base["profile"] == "generic"
     assert base["model_id"] == "scripted" and base["num_negatives"] == 3 and base["seed"] == 0
     assert Synthesizer(gen, profile="trivia").config_dict()["profile_hash"] != base["profile_hash"]
     assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v2"

@@ -79,9 +79,12 @@ def test_published_schema_files_match_the_models(tmp_path):
 
 def test_schemas_are_strict_and_carry_the_constraints():
     assert ANALYSIS_SCHEMA["additionalProperties"] is False
-    reqs = ANALYSIS_SCHEMA["properties"]["requirements"]
-    assert reqs["minItems"] == 4 and reqs["maxItems"] == 8
-    node = ANALYSIS_SCHEMA["$defs"]["RequirementNode"]
+    for name in ("critical_requirements", "other_requirements"):  # 2-4 each: 4-8 nodes in all
+        reqs = ANALYSIS_SCHEMA["properties"][name]
+        assert reqs["minItems"] == 2 and reqs["maxItems"] == 4
+    breaks_items = ANALYSIS_SCHEMA["$defs"]["CriticalRequirement"]["properties"]["break_strategies"]
+    assert breaks_items["minItems"] == 2 and breaks_items["maxItems"] == 3
+    node = ANALYSIS_SCHEMA["$defs"]["Requirement"]
     assert set(node["properties"]["facet"]["enum"]) == {
         "information_need",
         "entity",

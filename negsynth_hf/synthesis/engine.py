@@ -14,6 +14,7 @@ from typing import Any
 
 from ..generators.base import ChatRequest, ChatResponse
 from .prompts import reask_messages
+from .schemas import max_tokens_for
 
 #: parse(text) -> (value, None) on success or (None, error) on failure
 Parser = Callable[[str], tuple[Any, "str | None"]]
@@ -50,7 +51,7 @@ class Task:
     parse: Parser
     prompt_version: str
     meta: dict[str, Any] = field(default_factory=dict)
-    max_new_tokens: int | None = None  # a stage-specific cap below the synthesizer's budget
+    max_new_tokens: int | None = None  # the stage's budget; None: sized from ``schema`` (``max_tokens_for``)
     value: Any = None
     error: str | None = None
     previous: str | None = None
@@ -61,13 +62,19 @@ class Task:
     def ok(self) -> bool:
         return self.value is not None
 
+    def budget(self, cap: int | None) -> int:
+        """Tokens this task's reply may take: enough for any reply its schema allows, so none is cut off
+        mid-JSON; ``cap`` (the user's ``max_new_tokens``) lowers it."""
+        own = self.max_new_tokens or max_tokens_for(self.schema)
+        return own if cap is None else min(own, cap)
+
     def failure(self) -> str:
         return f"{self.stage}: {self.error} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
 
 
 @dataclass(frozen=True)
 class CallSettings:
-    max_new_tokens: int
+    max_new_tokens: int | None  # a cap on every stage's budget; None: each stage's schema-sized budget
     temperature: float
     seed: int
     max_attempts: int
@@ -84,7 +91,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
                 messages=t.messages if attempt == 0 else reask_messages(t.messages, t.previous, t.error or ""),
                 json_schema=t.schema,
                 schema_name=t.schema_name,
-                max_new_tokens=min(settings.max_new_tokens, t.max_new_tokens or settings.max_new_tokens),
+                max_new_tokens=t.budget(settings.max_new_tokens),
                 temperature=settings.temperature,
                 # a new seed per attempt: a cached or greedy backend must not replay the same bad answer
                 seed=settings.seed + attempt,

@@ -17,7 +17,7 @@ from typing import Any
 from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v1", "naive": "naive-v1", "query_edit": "qe-v2"}
+PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v2"}
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
@@ -100,16 +100,18 @@ def counterfactual_analysis_messages(
         "2. how_positive_answers: how the positive meets that need.\n"
         "3. answer_boundary: what a document must state to count as satisfying the query "
         "(a document on the same subject that lacks this does not count).\n"
-        "4. requirements: 4 to 8 concrete, checkable conditions a relevant document meets. For each: "
-        'id ("R1", "R2", ...), facet (information_need, entity, attribute, constraint, relation, reasoning '
-        "or other), description, critical (true when a document failing it can no longer satisfy the "
-        "query), and break_strategies: for every critical node 2 or 3 objects {type, idea} describing how "
-        "to break exactly that node and nothing else; an empty list for non-critical nodes.\n"
+        "4. critical_requirements: 2 to 4 concrete, checkable conditions that a relevant document cannot fail "
+        "and still satisfy the query. For each: facet (information_need, entity, attribute, constraint, relation, "
+        "reasoning or other), description, and break_strategies: 2 or 3 objects {type, idea} describing how to "
+        "break exactly that requirement and nothing else.\n"
+        "5. other_requirements: 2 to 4 further conditions a relevant document usually meets but that are not "
+        "critical (facet and description only).\n"
         f"Break types:\n{BREAK_TYPE_GUIDE}\n"
         "Shape of the reply:\n"
-        '{"core_need": "...", "how_positive_answers": "...", "answer_boundary": "...", "requirements": '
-        '[{"id": "R1", "facet": "entity", "description": "...", "critical": true, "break_strategies": '
-        '[{"type": "entity_shift", "idea": "..."}, {"type": "upstream_downstream", "idea": "..."}]}, ...]}'
+        '{"core_need": "...", "how_positive_answers": "...", "answer_boundary": "...", "critical_requirements": '
+        '[{"facet": "entity", "description": "...", "break_strategies": [{"type": "entity_shift", "idea": "..."}, '
+        '{"type": "upstream_downstream", "idea": "..."}]}, ...], "other_requirements": [{"facet": "attribute", '
+        '"description": "..."}, ...]}'
     )
     return _messages(_CF_ANALYSIS_SYSTEM, "\n\n".join(parts))
 
@@ -136,27 +138,27 @@ def counterfactual_generation_messages(
         parts.append(f"Mined candidates (documents from the corpus that a retriever ranked high):\n{numbered}")
     rewrite = (
         "Prefer rewriting one of the numbered candidates with the smallest change that makes it violate the "
-        "chosen node: this keeps the corpus' style and noise. Then set rewrote_candidate to true and "
-        "candidate_index to the candidate's number. When writing from scratch, set rewrote_candidate to false "
-        "and candidate_index to null."
+        "chosen requirement: this keeps the corpus' style and noise. Then set candidate_index to the candidate's "
+        "number; when writing from scratch, set it to null."
         if candidates
-        else "There are no candidates: write each negative from scratch (rewrote_candidate false, candidate_index null)."
+        else "There are no candidates: write each negative from scratch (candidate_index null)."
     )
     parts.append(
         f"Write at most {num_negatives} negative documents (fewer is fine). Rules:\n"
-        "- Each one violates exactly ONE critical requirement node of the analysis, using one of the break "
-        "strategies proposed for it; keep the other requirements intact so the text stays close to the query.\n"
+        "- Each one violates exactly ONE critical requirement of the analysis (ids C1, C2, ...), using one of "
+        "the break strategies proposed for it; keep every other requirement intact so the text stays close to "
+        "the query.\n"
         f"- {rewrite}\n"
         "- It must read like a real document of this corpus, about as long as the positive; no mention of "
         "the query, no commentary, no hint that it is a negative.\n"
         "- It must not answer the query in any way: no correct answer, no wrong answer, no partial answer, and "
         "no negation of the answer (saying that something is NOT the case also answers).\n"
-        "- node_id and strategy_type name the node and break type used; explanation says in one sentence why "
+        "- node_id and strategy_type name the requirement and break type used; explanation says in one sentence why "
         "the text no longer satisfies the query.\n"
         + (f"- {profile.extra_instructions}\n" if profile.extra_instructions else "")
         + "Shape of the reply:\n"
-        '{"negatives": [{"node_id": "R2", "strategy_type": "entity_shift", "rewrote_candidate": false, '
-        '"candidate_index": null, "text": "...", "explanation": "..."}]}'
+        '{"negatives": [{"node_id": "C2", "strategy_type": "entity_shift", "candidate_index": null, '
+        '"text": "...", "explanation": "..."}]}'
     )
     return _messages(_CF_GENERATION_SYSTEM, "\n\n".join(parts))
 

@@ -9,12 +9,16 @@ about content; the published schema is strict (``additionalProperties: false``).
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 FACET_TYPES = ("information_need", "entity", "attribute", "constraint", "relation", "reasoning", "other")
 BREAK_TYPES = (
@@ -48,64 +52,108 @@ class _Stage(BaseModel):
     )
 
 
+#: longest texts each field may hold; they bound the published schema and, through it, ``max_new_tokens``
+SHORT_CHARS = 300  # one-sentence fields
+PASSAGE_CHARS = 1500  # a generated document (SciFact abstracts average ~1,500 characters)
+SPAN_CHARS = 100  # the words a query edit changes
+
+
 class BreakStrategy(_Stage):
     """One way to violate exactly one requirement node."""
 
     type: BreakType = Field(description="which kind of violation")
-    idea: str = Field(min_length=3, description="concretely what to change, in one sentence")
+    idea: str = Field(min_length=3, max_length=SHORT_CHARS, description="concretely what to change, in one sentence")
 
     _norm = field_validator("type", mode="before")(_snake)
 
 
-class RequirementNode(_Stage):
-    """One concrete, falsifiable condition a relevant document must meet."""
+class Requirement(_Stage):
+    """One concrete, falsifiable condition a relevant document must meet (not critical)."""
 
-    id: str = Field(min_length=1, description="short unique id such as R1")
     facet: FacetType = Field(description="kind of requirement")
-    description: str = Field(min_length=3, description="the requirement, stated so it can be checked")
-    critical: bool = Field(description="true when a document failing it can no longer satisfy the query")
-    break_strategies: list[BreakStrategy] = Field(
-        default_factory=list, max_length=3, description="2-3 ways to break this node (critical nodes only)"
+    description: str = Field(
+        min_length=3, max_length=SHORT_CHARS, description="the requirement, stated so it can be checked"
     )
 
     _norm = field_validator("facet", mode="before")(_snake)
 
-    @model_validator(mode="after")
-    def _critical_nodes_have_breaks(self) -> RequirementNode:
-        if self.critical and not 2 <= len(self.break_strategies) <= 3:
-            raise ValueError(f"critical node {self.id!r} needs 2-3 break_strategies, got {len(self.break_strategies)}")
-        return self
+
+class CriticalRequirement(Requirement):
+    """A requirement a document cannot fail and still satisfy the query, with ways to break exactly it."""
+
+    break_strategies: list[BreakStrategy] = Field(
+        min_length=2, max_length=3, description="2-3 ways to break this requirement and nothing else"
+    )
+
+
+@dataclass(frozen=True)
+class RequirementNode:
+    """A requirement with the id the code gave it (``C1..`` critical, ``O1..`` other) and its criticality."""
+
+    id: str
+    facet: str
+    description: str
+    critical: bool
+    break_strategies: tuple[BreakStrategy, ...] = ()
 
 
 class Analysis(_Stage):
-    """Stage 1 of the counterfactual strategy: what the query needs and how to break it."""
+    """Stage 1 of the counterfactual strategy: what the query needs and how to break it.
 
-    core_need: str = Field(min_length=3, description="the query's core information need")
-    how_positive_answers: str = Field(min_length=3, description="how the positive document meets that need")
-    answer_boundary: str = Field(min_length=3, description="what a document must contain to count as answering")
-    requirements: list[RequirementNode] = Field(min_length=4, max_length=8)
+    Critical and other requirements are separate arrays (2-4 each, so 4-8 in all) so that every shape rule is
+    in the published schema: "2-3 break strategies" holds for every critical item, and there is nothing
+    conditional left. Ids are not asked for: the code numbers the nodes (``C1``.., ``O1``..), so they are
+    unique by construction, and the generation stage's schema offers exactly those ids as an enum.
+    """
 
-    @model_validator(mode="after")
-    def _ids_unique_and_some_critical(self) -> Analysis:
-        ids = [n.id for n in self.requirements]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"requirement ids must be unique, got {ids}")
-        if not any(n.critical for n in self.requirements):
-            raise ValueError("at least one requirement must be critical")
-        return self
+    core_need: str = Field(min_length=3, max_length=SHORT_CHARS, description="the query's core information need")
+    how_positive_answers: str = Field(
+        min_length=3, max_length=SHORT_CHARS, description="how the positive document meets that need"
+    )
+    answer_boundary: str = Field(
+        min_length=3, max_length=SHORT_CHARS, description="what a document must contain to count as answering"
+    )
+    critical_requirements: list[CriticalRequirement] = Field(min_length=2, max_length=4)
+    other_requirements: list[Requirement] = Field(min_length=2, max_length=4)
+
+    @property
+    def requirements(self) -> list[RequirementNode]:
+        """All nodes with their ids, critical ones first."""
+        critical = [
+            RequirementNode(f"C{i}", r.facet, r.description, True, tuple(r.break_strategies))
+            for i, r in enumerate(self.critical_requirements, 1)
+        ]
+        other = [
+            RequirementNode(f"O{i}", r.facet, r.description, False) for i, r in enumerate(self.other_requirements, 1)
+        ]
+        return critical + other
+
+    def with_ids(self) -> dict[str, Any]:
+        """The analysis as shown to the generation stage and stored in provenance: every node with its id."""
+        data = self.model_dump()
+        for key, prefix in (("critical_requirements", "C"), ("other_requirements", "O")):
+            data[key] = [{"id": f"{prefix}{i}", **node} for i, node in enumerate(data[key], 1)]
+        return data
 
 
 class GeneratedNegative(_Stage):
     """One counterfactual negative as the generation stage reports it."""
 
-    node_id: str = Field(min_length=1, description="id of the ONE requirement node this text violates")
+    node_id: str = Field(min_length=1, description="id of the ONE critical requirement this text violates")
     strategy_type: BreakType = Field(description="the break type applied")
-    rewrote_candidate: bool = Field(description="true when the text is a rewrite of a numbered candidate")
-    candidate_index: int | None = Field(default=None, description="number of the rewritten candidate, else null")
-    text: str = Field(min_length=1, description="the negative document itself")
-    explanation: str = Field(min_length=3, description="why this text no longer satisfies the query")
+    candidate_index: int | None = Field(
+        default=None, description="number of the candidate this text rewrites, or null when written from scratch"
+    )
+    text: str = Field(min_length=1, max_length=PASSAGE_CHARS, description="the negative document itself")
+    explanation: str = Field(
+        min_length=3, max_length=SHORT_CHARS, description="why this text no longer satisfies the query"
+    )
 
     _norm = field_validator("strategy_type", mode="before")(_snake)
+
+    @property
+    def rewrote_candidate(self) -> bool:
+        return self.candidate_index is not None
 
 
 class Generation(_Stage):
@@ -114,10 +162,35 @@ class Generation(_Stage):
     negatives: list[GeneratedNegative] = Field(min_length=1)
 
 
+def generation_schema(node_ids: Sequence[str], *, num_candidates: int, num_negatives: int) -> dict[str, Any]:
+    """The generation schema for one request: node ids as an enum, candidate numbers in range, at most K items.
+
+    These are the cross-references a static schema cannot express; built per request, a grammar-constrained
+    server cannot name a node that does not exist or a candidate that was not shown.
+    """
+    schema = copy.deepcopy(GENERATION_SCHEMA)
+    negative = schema["$defs"]["GeneratedNegative"]["properties"]
+    negative["node_id"] = {"type": "string", "enum": list(node_ids), "description": negative["node_id"]["description"]}
+    if num_candidates > 0:
+        number = {"type": "integer", "minimum": 1, "maximum": num_candidates}
+        negative["candidate_index"] = {"anyOf": [number, {"type": "null"}], "description": "candidate number or null"}
+    else:
+        negative["candidate_index"] = {"type": "null", "description": "null: there are no candidates"}
+    schema["properties"]["negatives"]["maxItems"] = num_negatives
+    return schema
+
+
 class NaivePassages(_Stage):
     """The naive baseline: related passages that do not answer the query."""
 
-    passages: list[str] = Field(min_length=1)
+    passages: list[Annotated[str, StringConstraints(max_length=PASSAGE_CHARS)]] = Field(min_length=1)
+
+
+def naive_schema(num_negatives: int) -> dict[str, Any]:
+    """The naive schema for one request: at most K passages."""
+    schema = copy.deepcopy(NAIVE_SCHEMA)
+    schema["properties"]["passages"]["maxItems"] = num_negatives
+    return schema
 
 
 class QueryEdit(_Stage):
@@ -127,8 +200,10 @@ class QueryEdit(_Stage):
     applies the edit. Small models manage this far better than re-typing the whole query unchanged.
     """
 
-    original: str = Field(min_length=1, description="the words to change, copied exactly from the query")
-    replacement: str = Field(min_length=1, description="the words to put in their place")
+    original: str = Field(
+        min_length=1, max_length=SPAN_CHARS, description="the words to change, copied exactly from the query"
+    )
+    replacement: str = Field(min_length=1, max_length=SPAN_CHARS, description="the words to put in their place")
     edit_type: EditType = Field(default="other", description="which kind of detail was changed")
 
     @field_validator("edit_type", mode="before")
@@ -141,7 +216,7 @@ class QueryEdit(_Stage):
 class EditedPassage(_Stage):
     """Stage 2 of the query-edit strategy: a corpus-style passage answering the edited query."""
 
-    passage: str = Field(min_length=1)
+    passage: str = Field(min_length=1, max_length=PASSAGE_CHARS)
 
 
 ANALYSIS_SCHEMA: dict[str, Any] = Analysis.model_json_schema()
@@ -158,6 +233,43 @@ SCHEMAS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
     "query_edit": (QueryEdit, QUERY_EDIT_SCHEMA),
     "edited_passage": (EditedPassage, EDITED_PASSAGE_SCHEMA),
 }
+
+
+#: characters per token assumed when sizing a reply budget from a schema (English prose is ~4; JSON keys,
+#: numbers and unusual words are denser, so 3 leaves room)
+CHARS_PER_TOKEN = 3.0
+_VALUE_TOKENS = {"integer": 4, "number": 6, "boolean": 2, "null": 2}
+
+
+def max_tokens_for(schema: dict[str, Any]) -> int:
+    """Tokens that a reply following ``schema`` needs at most (from maxLength/maxItems/enums), for ``max_new_tokens``.
+
+    A stage's budget is sized from its schema so a grammar-constrained reply is never cut off mid-JSON. Every
+    string and array in our schemas is bounded; an unbounded one is an error here, not a silent guess.
+    """
+    return int(math.ceil(_tokens(schema, schema.get("$defs", {})))) + 8
+
+
+def _tokens(node: dict[str, Any], defs: dict[str, Any]) -> float:
+    if "$ref" in node:
+        return _tokens(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    if "anyOf" in node:
+        return max(_tokens(option, defs) for option in node["anyOf"])
+    if "enum" in node:
+        return max(len(str(v)) for v in node["enum"]) / CHARS_PER_TOKEN + 2
+    kind = node.get("type")
+    if kind == "object":
+        props = node.get("properties", {})
+        return 2 + sum(3 + len(name) / CHARS_PER_TOKEN + _tokens(sub, defs) for name, sub in props.items())
+    if kind == "array":
+        if "maxItems" not in node:
+            raise ValueError(f"array without maxItems cannot size a reply budget: {node}")
+        return 2 + node["maxItems"] * (1 + _tokens(node["items"], defs))
+    if kind == "string":
+        if "maxLength" not in node:
+            raise ValueError(f"string without maxLength cannot size a reply budget: {node}")
+        return 2 + node["maxLength"] / CHARS_PER_TOKEN
+    return _VALUE_TOKENS.get(kind, 8)
 
 
 def schemas_hash() -> str:

@@ -39,18 +39,15 @@ from .rule_edits import rule_edits
 from .schemas import (
     ANALYSIS_SCHEMA,
     EDITED_PASSAGE_SCHEMA,
-    GENERATION_SCHEMA,
-    NAIVE_SCHEMA,
     QUERY_EDIT_SCHEMA,
     Analysis,
     EditedPassage,
     Generation,
     NaivePassages,
     QueryEdit,
+    generation_schema,
+    naive_schema,
 )
-
-#: an edit reply is one short JSON object; a longer budget only buys rambling on small models
-EDIT_MAX_NEW_TOKENS = 64
 
 
 @dataclass
@@ -107,7 +104,7 @@ def _finalize_row(ctx: Context, row: int, negatives: list[SynthesizedNegative]) 
 
 def _generation_parser(analysis: Analysis, n_candidates: int) -> Callable[[str], tuple[Any, str | None]]:
     """Schema validation plus checks against this row's analysis and candidates."""
-    nodes = {n.id.strip().lower(): n for n in analysis.requirements}
+    nodes = {n.id.lower(): n for n in analysis.requirements}
 
     def parse(text: str) -> tuple[Any, str | None]:
         outcome = parse_reply(text, Generation)
@@ -158,7 +155,7 @@ def counterfactual_plan(ctx: Context) -> Plan:
             result.failure_reason = task.failure()
             continue
         analysis: Analysis = task.value
-        result.analysis = analysis.model_dump()
+        result.analysis = analysis.with_ids()
         item = ctx.items[task.row]
         assert item is not None
         cands = [c for _, c in ctx.candidates[task.row]]
@@ -177,7 +174,11 @@ def counterfactual_plan(ctx: Context) -> Plan:
                     max_chars=ctx.max_chars,
                 ),
                 schema_name="generation",
-                schema=GENERATION_SCHEMA,
+                schema=generation_schema(
+                    [n.id for n in analysis.requirements if n.critical],
+                    num_candidates=len(cands),
+                    num_negatives=ctx.num_negatives,
+                ),
                 parse=_generation_parser(analysis, len(cands)),
                 prompt_version=f"{version}:generation",
             )
@@ -250,7 +251,7 @@ def naive_plan(ctx: Context) -> Plan:
                     item.query, profile=ctx.profile, num_negatives=ctx.num_negatives, max_chars=ctx.max_chars
                 ),
                 schema_name="naive",
-                schema=NAIVE_SCHEMA,
+                schema=naive_schema(ctx.num_negatives),
                 parse=_naive_parse,
                 prompt_version=version,
             )
@@ -357,7 +358,6 @@ def query_edit_plan(ctx: Context) -> Plan:
                         parse=_edit_parser(item.query),
                         prompt_version=f"{version}:edit",
                         meta={"focus": focus},
-                        max_new_tokens=EDIT_MAX_NEW_TOKENS,
                     )
                 )
         yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
