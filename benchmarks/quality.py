@@ -391,7 +391,7 @@ def train_config(variant: str, args: argparse.Namespace):
     return TrainConfig(
         loss=spec["loss"],
         in_batch_negatives=True,
-        use_weights="mask" if spec["labels"] == "mask" else True,
+        use_weights="mask" if spec["labels"] == "mask" else "weights",
         entropy_weight=args.entropy_weight if spec["entropy"] else 0.0,
         entropy_temperature=args.entropy_temperature,
         scale=args.scale,

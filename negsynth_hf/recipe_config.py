@@ -136,10 +136,11 @@ class TrainConfig:
         "negatives only), 'in_batch' (MNRL on pairs only).",
     )
     in_batch_negatives: bool = _f(True, "CausalNeg: other rows' positives/negatives are candidates too.")
-    use_weights: bool | Literal["mask"] = _f(
-        True,
-        "CausalNeg: apply the gap-correction weights; 'mask' = as a 0/1 mask (ablation: every real negative counts "
-        "once, filled/masked slots stay out); false = ignore them (fillers count too).",
+    use_weights: Literal["weights", "mask", "none"] | bool = _f(
+        "weights",
+        "CausalNeg: 'weights' = apply the gap-correction weights; 'mask' = as a 0/1 mask (ablation: every real "
+        "negative counts once, filled/masked slots stay out); 'none' = ignore them (fillers count too). "
+        "true/false: deprecated aliases of 'weights'/'none'.",
     )
     entropy_weight: float = _f(0.05, "CausalNeg: lambda of the query-view entropy term (0 = ablation).")
     entropy_temperature: float = _f(0.1, "CausalNeg: tau_ent of the entropy softmax.")

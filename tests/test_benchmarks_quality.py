@@ -130,8 +130,8 @@ def test_variants_map_to_the_documented_loss_switches():
         for c in [quality.train_config(v, args)]
     }
     assert switches["naive"] == switches["counterfactual"] == ("causalneg", "mask", 0.0)
-    assert switches["counterfactual_weighted"] == ("causalneg", True, 0.0)
-    assert switches["full"] == ("causalneg", True, 0.05)
+    assert switches["counterfactual_weighted"] == ("causalneg", "weights", 0.0)
+    assert switches["full"] == ("causalneg", "weights", 0.05)
     assert switches["mined"][0] == "mined" and switches["in_batch"][0] == "in_batch"
 
 

@@ -82,11 +82,11 @@ def test_make_loss_passes_the_switches(tiny_model):
     from negsynth_hf.losses import CachedCausalNegLoss, CausalNegLoss
 
     loss = make_loss(
-        tiny_model, config(loss="causalneg", entropy_weight=0.0, use_weights=False, in_batch_negatives=False)
+        tiny_model, config(loss="causalneg", entropy_weight=0.0, use_weights="none", in_batch_negatives=False)
     )
     assert isinstance(loss, CausalNegLoss)
     cfg = loss.get_config_dict()
-    assert cfg["entropy_weight"] == 0.0 and cfg["use_weights"] is False and cfg["in_batch_negatives"] is False
+    assert cfg["entropy_weight"] == 0.0 and cfg["use_weights"] == "none" and cfg["in_batch_negatives"] is False
     cached = make_loss(tiny_model, config(loss="cached_causalneg", mini_batch_size=4))
     assert isinstance(cached, CachedCausalNegLoss) and cached.mini_batch_size == 4
     assert type(make_loss(tiny_model, config(loss="mined"))) is MultipleNegativesRankingLoss
