@@ -1,21 +1,27 @@
-"""On-disk layout of a built dataset, shared by ``build`` (writes), ``train``/``diagnose``/``publish`` (read).
+"""The built dataset: one type, one on-disk layout, written by ``build`` and read by ``train``/``diagnose``/``publish``.
 
-It is :meth:`negsynth_hf.build.BuildResult.save_to_disk`'s layout plus one file the recipes add::
+::
 
     <dataset_dir>/
         train/, provenance/, dataset_dict.json   DatasetDict (save_to_disk): the two configs of build_dataset
-        build_config.json, summary.json, summary.md   written by BuildResult.save_to_disk
-        recipe_info.json   data source, train/validation query ids, recipe settings (added by `negsynth build`)
+        build_config.json, summary.json, summary.md   how it was built, counts/probe AUCs/timings
+        known_positives.json   per train row: texts never to be its negatives (in-batch included); when known
+        recipe_info.json   data source, train/validation query ids, recipe settings (when `negsynth build` made it)
+
+``load_from_disk(dataset_dir)`` / ``load_dataset(dataset_dir)`` read the configs without this package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_from_disk
+from negsynth_hf.labels import LABEL_COLUMN, encode_negative_labels
+from negsynth_hf.redaction import redact
 
 NTUPLE = "n-tuple"
 TRIPLET = "triplet"
@@ -25,39 +31,111 @@ BUILD_CONFIG = "build_config.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 RECIPE_INFO = "recipe_info.json"
-KNOWN_POSITIVES = "known_positives.json"  # per train row: texts never to be its negatives (in-batch included)
+KNOWN_POSITIVES = "known_positives.json"
+
+
+@dataclass
+class BuildSummary:
+    """Counts, probe AUCs and stage timings of one build (also printed as a table at the end)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    generator_stats: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "weights": {k: _json_float(v) for k, v in self.weights.items()},
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "generator_stats": dict(self.generator_stats),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildSummary:
+        return cls(
+            counts=dict(data.get("counts", {})),
+            weights={k: float("nan") if v is None else v for k, v in data.get("weights", {}).items()},
+            timings=dict(data.get("timings", {})),
+            generator_stats=dict(data.get("generator_stats", {})),
+        )
+
+    def to_markdown(self) -> str:
+        lines = ["| Count | Value |", "|---|---:|"]
+        lines += [f"| {k} | {v:,} |" for k, v in self.counts.items()]
+        lines += ["", "| Weights / probe | Value |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in self.weights.items()]
+        lines += ["", "| Stage | Seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in self.timings.items()]
+        if self.generator_stats:
+            lines += ["", "| LLM calls | Value |", "|---|---:|"]
+            lines += [f"| {k} | {v:,} |" for k, v in self.generator_stats.items()]
+        return "\n".join(lines)
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 @dataclass
 class BuiltDataset:
-    """A built training set (``anchor, positive, negative_1..N, labels``), its provenance and settings."""
+    """A built training set, what :func:`negsynth_hf.build.build_dataset` returns (also as ``BuildResult``).
 
-    train: Dataset
-    provenance: Dataset | None = None
-    build_config: dict[str, Any] = field(default_factory=dict)
-    recipe_info: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    summary_markdown: str = ""
+    Attributes:
+        train: the training config (``anchor, positive, negative_1..N, labels``).
+        provenance: one row per negative slot of ``train`` (:class:`negsynth_hf.stages.assemble.SlotRecord`).
+        summary: counts, probe AUCs before/after weighting, stage timings.
+        config: JSON-safe build configuration (retriever, generator, strategy, margins, switches, seed,
+            package and prompt versions; never a secret).
+        num_mined / num_generated: ``M`` and ``G`` (negative columns = ``M + G``); read from ``config`` when
+            not given.
+        known_positives: per train row, the texts judged relevant to its query (never its negatives).
+        recipe_info: data source, query ids and recipe settings, when a recipe made it.
+        markdown: the summary as written (``summary.md``); rendered from ``summary`` when empty.
+    """
+
+    train: Any
+    provenance: Any = None
+    summary: BuildSummary = field(default_factory=BuildSummary)
+    config: dict[str, Any] = field(default_factory=dict)
+    num_mined: int | None = None
+    num_generated: int | None = None
     known_positives: list[list[str]] | None = None
+    recipe_info: dict[str, Any] = field(default_factory=dict)
+    markdown: str = ""
 
-    @classmethod
-    def from_build_result(
-        cls,
-        result: Any,
-        *,
-        recipe_info: dict[str, Any] | None = None,
-        known_positives: list[list[str]] | None = None,
-    ) -> BuiltDataset:
-        summary = result.summary.to_dict() if hasattr(result.summary, "to_dict") else dict(result.summary or {})
-        return cls(
-            result.train,
-            result.provenance,
-            dict(result.config),
-            dict(recipe_info or {}),
-            summary,
-            result.to_markdown(),
-            known_positives,
-        )
+    def __post_init__(self) -> None:
+        if isinstance(self.summary, dict):
+            self.summary = BuildSummary.from_dict(self.summary)
+        if self.num_mined is None:
+            self.num_mined = self.config.get("num_mined")
+        if self.num_generated is None:
+            self.num_generated = self.config.get("num_generated")
+
+    # ---- views ----
+    @property
+    def configs(self) -> dict[str, Any]:
+        parts = {TRAIN_KEY: self.train}
+        if self.provenance is not None:
+            parts[PROVENANCE] = self.provenance
+        return parts
+
+    def to_dataset_dict(self) -> Any:
+        """``DatasetDict({"train": ..., "provenance": ...})``."""
+        from datasets import DatasetDict
+
+        return DatasetDict(self.configs)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.configs[name]
+
+    @property
+    def build_config(self) -> dict[str, Any]:
+        return self.config
 
     @property
     def validation_query_ids(self) -> list[str]:
@@ -66,28 +144,87 @@ class BuiltDataset:
     @property
     def info(self) -> dict[str, Any]:
         """Everything a card shows about how the data was made (build config + recipe info + summary)."""
-        return {**self.build_config, **self.recipe_info, "summary": self.summary}
+        return {**self.config, **self.recipe_info, "summary": self.summary.to_dict()}
 
+    def with_recipe_info(self, recipe_info: dict[str, Any]) -> BuiltDataset:
+        return dataclasses.replace(self, recipe_info=dict(recipe_info))
+
+    @classmethod
+    def from_build_result(
+        cls, result: BuiltDataset, *, recipe_info: dict[str, Any] | None = None, known_positives: Any = None
+    ) -> BuiltDataset:
+        """``result`` with recipe info (and known positives, when the result lacks them)."""
+        known = result.known_positives if known_positives is None else known_positives
+        return dataclasses.replace(result, recipe_info=dict(recipe_info or {}), known_positives=known)
+
+    def training_dataset(self, *, num_mined: int | None = None, num_generated: int | None = None) -> Any:
+        """The ``train`` config with only the first ``num_mined`` mined and ``num_generated`` generated columns.
+
+        Columns are renumbered ``negative_1..`` and the label column re-encoded, so one expensive build serves
+        several ablations (e.g. ``num_generated=0`` for the mined-only baseline on the very same mined negatives).
+        """
+        m = self.num_mined if num_mined is None else num_mined
+        g = self.num_generated if num_generated is None else num_generated
+        if not (0 <= m <= self.num_mined and 0 <= g <= self.num_generated):
+            raise ValueError(
+                f"num_mined must be in [0, {self.num_mined}] and num_generated in [0, {self.num_generated}]."
+            )
+        if (m, g) == (self.num_mined, self.num_generated):
+            return self.train
+        n_all = self.num_mined + self.num_generated
+        keep = list(range(m)) + list(range(self.num_mined, self.num_mined + g))
+
+        def select(batch: dict[str, list]) -> dict[str, list]:
+            out = {"anchor": batch["anchor"], "positive": batch["positive"]}
+            for new, old in enumerate(keep, start=1):
+                out[f"negative_{new}"] = batch[f"negative_{old + 1}"]
+            if keep:
+                out[LABEL_COLUMN] = [
+                    encode_negative_labels([lab[j] for j in keep], [lab[n_all + j] > 0.5 for j in keep])
+                    for lab in batch[LABEL_COLUMN]
+                ]
+            return out
+
+        return self.train.map(select, batched=True, remove_columns=self.train.column_names, desc="select negatives")
+
+    def to_markdown(self) -> str:
+        head = (
+            f"## Built dataset: {len(self.train):,} rows, {self.num_mined} mined + {self.num_generated} generated "
+            f"negative columns\n\n"
+            f"strategy `{self.config.get('strategy')}`, generator `{self.config.get('generator_model_id')}`, "
+            f"retriever `{self.config.get('retriever')}`\n\n"
+        )
+        return head + self.summary.to_markdown() + "\n"
+
+    @property
+    def summary_markdown(self) -> str:
+        """``summary.md``: as loaded, else rendered (``""`` for a dataset without a build summary)."""
+        return self.markdown or (self.to_markdown() if self.summary.counts else "")
+
+    # ---- disk ----
     def save(self, folder: str | Path) -> Path:
+        """Write the layout of the module docstring (settings redacted: :func:`negsynth_hf.redaction.redact`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        parts = {TRAIN_KEY: self.train}
-        if self.provenance is not None:
-            parts[PROVENANCE] = self.provenance
-        DatasetDict(parts).save_to_disk(str(folder))
-        (folder / BUILD_CONFIG).write_text(
-            json.dumps(self.build_config, indent=2, default=str) + "\n", encoding="utf-8"
-        )
-        (folder / SUMMARY_JSON).write_text(json.dumps(self.summary, indent=2, default=str) + "\n", encoding="utf-8")
-        (folder / RECIPE_INFO).write_text(json.dumps(self.recipe_info, indent=2, default=str) + "\n", encoding="utf-8")
+        self.to_dataset_dict().save_to_disk(str(folder))
+        _write_json(folder / BUILD_CONFIG, redact(self.config))
+        _write_json(folder / SUMMARY_JSON, self.summary.to_dict())
+        if self.recipe_info:
+            _write_json(folder / RECIPE_INFO, redact(self.recipe_info))
         if self.summary_markdown:
             (folder / SUMMARY_MD).write_text(self.summary_markdown, encoding="utf-8")
         if self.known_positives is not None:
             (folder / KNOWN_POSITIVES).write_text(json.dumps(self.known_positives) + "\n", encoding="utf-8")
         return folder
 
+    def save_to_disk(self, path: str | Path) -> None:
+        """Save both configs (a ``DatasetDict``) plus the summary, build config and known positives."""
+        self.save(path)
+
     @classmethod
     def load(cls, folder: str | Path) -> BuiltDataset:
+        from datasets import load_from_disk
+
         folder = Path(folder)
         if not (folder / "dataset_dict.json").is_file():
             raise FileNotFoundError(
@@ -96,18 +233,23 @@ class BuiltDataset:
             )
         data = load_from_disk(str(folder))
 
-        def read(name: str) -> dict[str, Any]:
+        def read(name: str, default: Any) -> Any:
             path = folder / name
-            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
 
-        summary_md = (folder / SUMMARY_MD).read_text(encoding="utf-8") if (folder / SUMMARY_MD).is_file() else ""
-        known = folder / KNOWN_POSITIVES
+        summary_md = folder / SUMMARY_MD
         return cls(
-            known_positives=json.loads(known.read_text(encoding="utf-8")) if known.is_file() else None,
             train=data[TRAIN_KEY],
             provenance=data[PROVENANCE] if PROVENANCE in data else None,
-            build_config=read(BUILD_CONFIG),
-            recipe_info=read(RECIPE_INFO),
-            summary=read(SUMMARY_JSON),
-            summary_markdown=summary_md,
+            summary=BuildSummary.from_dict(read(SUMMARY_JSON, {})),
+            config=read(BUILD_CONFIG, {}),
+            known_positives=read(KNOWN_POSITIVES, None),
+            recipe_info=read(RECIPE_INFO, {}),
+            markdown=summary_md.read_text(encoding="utf-8") if summary_md.is_file() else "",
         )
+
+    load_from_disk = load
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

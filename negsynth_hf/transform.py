@@ -17,6 +17,7 @@ its input columns, has empty generated columns, and says why in its provenance.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,14 +25,31 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from negsynth_hf.redaction import redact
+from negsynth_hf.synthesis.config import STRATEGIES, Strategy, SynthesisConfig
 
 logger = logging.getLogger(__name__)
 
-Strategy = Literal["counterfactual", "naive", "query_edit"]
-STRATEGIES: tuple[str, ...] = ("counterfactual", "naive", "query_edit")
+__all__ = [
+    "PROVENANCE_COLUMN",
+    "STRATEGIES",
+    "CounterfactualNegatives",
+    "NegativeProvenance",
+    "RowProvenance",
+    "Strategy",
+    "generator_description",
+]
+
 PROVENANCE_COLUMN = "generation_provenance"
 _NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
+# hashed state, in this order (a change of names or order changes every fingerprint: datasets issue 5109)
+_SYNTHESIS_STATE = ("strategy", "profile", "num_generated", "max_candidates", "temperature", "max_new_tokens")
+_SYNTHESIS_STATE += ("max_attempts", "seed")
+_COLUMN_STATE = ("query_column", "positive_column", "candidate_columns", "title_column", "output_prefix")
+_COLUMN_STATE += ("provenance_column", "concurrency", "prompt_version", "synthesis_signature", "package_version")
 
 
 def _package_version() -> str:
@@ -40,40 +58,77 @@ def _package_version() -> str:
     return __version__
 
 
-def _prompt_version(strategy: str, query_editor: str = "llm") -> str:
-    try:
-        from negsynth_hf.synthesis import PROMPT_VERSIONS, RULE_EDITS_VERSION
-    except ImportError:  # synthesis not importable: keep the transform hashable and say so at call time
-        return "unavailable"
-    version = str(PROMPT_VERSIONS[strategy])
-    if strategy == "query_edit" and query_editor != "llm":  # as Synthesizer.prompt_version
-        version = f"{version}+{query_editor}:{RULE_EDITS_VERSION}"
-    return version
-
-
-def _synthesis_signature(strategy: str, profile: Any) -> str:
+def _synthesis_signature(synthesis: SynthesisConfig) -> str:
     """Content hash of what shapes the LLM output besides our own fields: prompt version, stage schemas, profile.
 
-    Part of the hashed state, so editing a prompt, a schema or a built-in profile changes the fingerprint.
+    Part of the hashed state, so editing a prompt, a schema or a built-in profile changes the fingerprint. It
+    takes the LLM-editor version of the prompt id (it predates ``query_editor``, which is hashed on its own).
     """
-    try:
-        from negsynth_hf.synthesis import get_profile
-        from negsynth_hf.synthesis.synthesizer import _schemas_hash
-    except ImportError:
-        return "unavailable"
-    blob = json.dumps([_prompt_version(strategy), _schemas_hash(), get_profile(profile).hash])
+    from negsynth_hf.synthesis import get_profile, schemas_hash
+
+    version = dataclasses.replace(synthesis, query_editor="llm").prompt_version
+    blob = json.dumps([version, schemas_hash(), get_profile(synthesis.profile).hash])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def generator_description(generator: Any) -> dict[str, Any]:
-    """JSON-safe description of a generator spec for provenance (``to_dict()`` when it has one; never keys)."""
+    """JSON-safe description of a generator spec for provenance (``to_dict()`` when it has one), redacted."""
     if generator is None:
         return {}
     to_dict = getattr(generator, "to_dict", None)
-    data = to_dict() if callable(to_dict) else {"type": type(generator).__name__}
-    return {k: v for k, v in data.items() if "key" not in k.lower() or k == "api_key_env"}
+    return redact(to_dict() if callable(to_dict) else {"type": type(generator).__name__})
 
 
+# ------------------------------------------------------------------------------------------ provenance records
+@dataclass(frozen=True)
+class NegativeProvenance:
+    """What the transform recorded about one generated negative (one entry of ``RowProvenance.negatives``)."""
+
+    column: str = ""
+    violated_requirement: str | None = None
+    strategy_type: str | None = None
+    explanation: str | None = None
+    flags: tuple[str, ...] = ()
+    rewrote_candidate: bool = False
+    candidate_index: int | None = None
+    edited_query: str | None = None
+    rule_edit: bool = False
+
+
+@dataclass(frozen=True)
+class RowProvenance:
+    """One row's provenance column, decoded: the transform writes it as JSON, :meth:`from_json` reads it back."""
+
+    failure_reason: str | None = None
+    strategy: str | None = None
+    prompt_version: str | None = None
+    model_id: str | None = None
+    llm_calls: int = 0
+    cached_calls: int = 0
+    dropped_extra: int = 0
+    negatives: tuple[NegativeProvenance, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_json(cls, text: str) -> RowProvenance:
+        data = json.loads(text) if text else {}
+        names = {f.name for f in dataclasses.fields(NegativeProvenance)}
+        negatives = tuple(
+            NegativeProvenance(**{k: (tuple(v) if k == "flags" else v) for k, v in neg.items() if k in names})
+            for neg in data.get("negatives") or ()
+        )
+        return cls(
+            failure_reason=data.get("failure_reason"),
+            strategy=data.get("strategy"),
+            prompt_version=data.get("prompt_version"),
+            model_id=data.get("model_id"),
+            llm_calls=int(data.get("llm_calls") or 0),
+            cached_calls=int(data.get("cached_calls") or 0),
+            dropped_extra=int(data.get("dropped_extra") or 0),
+            negatives=negatives,
+        )
+
+
+# ------------------------------------------------------------------------------------------ the transform
 class CounterfactualNegatives:
     """Add ``num_generated`` synthesized hard negatives to every row of a batched ``Dataset.map``.
 
@@ -81,11 +136,10 @@ class CounterfactualNegatives:
         generator: how to build the LLM: a :class:`~negsynth_hf.generators.GeneratorConfig` (default: the
             embedded SmolLM2), or any picklable object with ``build() -> ChatGenerator`` whose pickled state
             is configuration only (it is hashed into the fingerprint).
-        strategy: ``"counterfactual"`` (analysis + generation), ``"query_edit"`` (edit one detail of the
-            query, write a passage answering the edit; what small models manage) or ``"naive"`` (baseline).
-        profile: dataset profile name or :class:`~negsynth_hf.synthesis.DatasetProfile`.
-        num_generated: ``G``, the number of ``generated_*`` columns (extra negatives are dropped and counted).
-        max_candidates / temperature / max_new_tokens / max_attempts / seed: passed to the Synthesizer.
+        synthesis: a :class:`~negsynth_hf.synthesis.SynthesisConfig` (strategy, profile, sampling, query editor;
+            its docstring says what each does). ``None``: the defaults.
+        num_generated: ``G``, the number of ``generated_*`` columns (extra negatives are dropped and counted);
+            ``synthesis.num_negatives`` when not given.
         query_column / positive_column: input text columns.
         candidate_columns: mined-negative columns offered as rewrite candidates. ``None``: every
             ``negative_<i>`` column present, in numeric order. Empty strings are skipped, and so is a
@@ -93,11 +147,10 @@ class CounterfactualNegatives:
         title_column: optional column with the positive's title (the query-edit writer's only context).
         output_prefix: generated columns are ``f"{output_prefix}{i}"`` for ``i = 1..G``.
         provenance_column: name of the JSON provenance column.
-        query_editor: who makes query_edit's one-detail edit: ``"llm"``, ``"rules"`` (code, no LLM call;
-            for models too small to edit) or ``"llm_then_rules"`` (see ``Synthesizer``).
         concurrency: ``"async"`` drives ``Synthesizer.asynthesize`` (requests of a batch in flight together:
             remote servers), ``"sync"`` calls ``synthesize`` (local backends batch internally), ``"auto"``
             picks async for the ``openai`` backend.
+        **options: ``SynthesisConfig`` fields to change on top of ``synthesis`` (``strategy="query_edit"``).
 
     Example:
         >>> transform = CounterfactualNegatives(GeneratorConfig(backend="embedded"), strategy="query_edit")
@@ -108,14 +161,8 @@ class CounterfactualNegatives:
         self,
         generator: Any = None,
         *,
-        strategy: Strategy = "counterfactual",
-        profile: Any = "generic",
-        num_generated: int = 3,
-        max_candidates: int = 5,
-        temperature: float = 0.2,
-        max_new_tokens: int = 512,
-        max_attempts: int = 3,
-        seed: int = 0,
+        synthesis: SynthesisConfig | None = None,
+        num_generated: int | None = None,
         query_column: str = "anchor",
         positive_column: str = "positive",
         candidate_columns: Sequence[str] | None = None,
@@ -123,7 +170,7 @@ class CounterfactualNegatives:
         output_prefix: str = "generated_",
         provenance_column: str = PROVENANCE_COLUMN,
         concurrency: Literal["auto", "async", "sync"] = "auto",
-        query_editor: Literal["llm", "rules", "llm_then_rules"] = "llm",
+        **options: Any,
     ) -> None:
         if generator is None:
             from negsynth_hf.generators import GeneratorConfig
@@ -135,23 +182,16 @@ class CounterfactualNegatives:
                 f"got {type(generator).__name__}; pass the config, not a live generator, so the transform "
                 "stays picklable and its fingerprint stable."
             )
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
-        if num_generated < 1:
-            raise ValueError(f"num_generated must be >= 1, got {num_generated} (use build_dataset(num_generated=0)).")
-        if query_editor not in ("llm", "rules", "llm_then_rules"):
-            raise ValueError(f"query_editor must be 'llm', 'rules' or 'llm_then_rules', got {query_editor!r}.")
+        if num_generated is not None:
+            if num_generated < 1:
+                raise ValueError(
+                    f"num_generated must be >= 1, got {num_generated} (use build_dataset(num_generated=0))."
+                )
+            options["num_negatives"] = int(num_generated)
         if concurrency not in ("auto", "async", "sync"):
             raise ValueError(f"concurrency must be 'auto', 'async' or 'sync', got {concurrency!r}.")
         self.generator = generator
-        self.strategy = strategy
-        self.profile = profile
-        self.num_generated = int(num_generated)
-        self.max_candidates = int(max_candidates)
-        self.temperature = float(temperature)
-        self.max_new_tokens = int(max_new_tokens)
-        self.max_attempts = int(max_attempts)
-        self.seed = int(seed)
+        self.synthesis = (synthesis or SynthesisConfig()).with_options(**options)
         self.query_column = query_column
         self.positive_column = positive_column
         self.candidate_columns = None if candidate_columns is None else tuple(candidate_columns)
@@ -159,44 +199,39 @@ class CounterfactualNegatives:
         self.output_prefix = output_prefix
         self.provenance_column = provenance_column
         self.concurrency = concurrency
-        self.query_editor = query_editor
-        self.prompt_version = _prompt_version(strategy, query_editor)
-        self.synthesis_signature = _synthesis_signature(strategy, profile)
+        self.prompt_version = self.synthesis.prompt_version
+        self.synthesis_signature = _synthesis_signature(self.synthesis)
         self.package_version = _package_version()
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    # the synthesis settings, read from the one frozen config
+    strategy = property(lambda self: self.synthesis.strategy)
+    profile = property(lambda self: self.synthesis.profile)
+    num_generated = property(lambda self: self.synthesis.num_negatives)
+    max_candidates = property(lambda self: self.synthesis.max_candidates)
+    temperature = property(lambda self: self.synthesis.temperature)
+    max_new_tokens = property(lambda self: self.synthesis.max_new_tokens)
+    max_attempts = property(lambda self: self.synthesis.max_attempts)
+    seed = property(lambda self: self.synthesis.seed)
+    query_editor = property(lambda self: self.synthesis.query_editor)
+
     # -- pickling / hashing: configuration only -------------------------------------------------------
-    _CONFIG_FIELDS = (
-        "generator",
-        "strategy",
-        "profile",
-        "num_generated",
-        "max_candidates",
-        "temperature",
-        "max_new_tokens",
-        "max_attempts",
-        "seed",
-        "query_column",
-        "positive_column",
-        "candidate_columns",
-        "title_column",
-        "output_prefix",
-        "provenance_column",
-        "concurrency",
-        "prompt_version",
-        "synthesis_signature",
-        "package_version",
-    )
+    _CONFIG_FIELDS = ("generator", *_SYNTHESIS_STATE, *_COLUMN_STATE)
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self._CONFIG_FIELDS}
-        if self.query_editor != "llm":  # hashed only when set, so existing fingerprints stay valid
-            state["query_editor"] = self.query_editor
+        # newer settings are hashed only when set, so existing fingerprints stay valid
+        extra = self.synthesis.non_default()
+        state.update({k: v for k, v in extra.items() if k not in state and k != "num_negatives"})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.query_editor = "llm"
+        state = dict(state)
+        state["num_negatives"] = state.pop("num_generated")
+        names = SynthesisConfig.field_names()
+        self.synthesis = SynthesisConfig(**{k: state.pop(k) for k in names if k in state})
+        self.generator = state.pop("generator")
         self.__dict__.update(state)
         self._live = {}
         self._lock = threading.Lock()
@@ -204,7 +239,7 @@ class CounterfactualNegatives:
     def __repr__(self) -> str:
         return (
             f"CounterfactualNegatives(strategy={self.strategy!r}, num_generated={self.num_generated}, "
-            f"generator={self.generator!r})"
+            f"generator={generator_description(self.generator)!r})"
         )
 
     @property
@@ -240,14 +275,16 @@ class CounterfactualNegatives:
         }
 
     # -- live objects, created lazily per process ----------------------------------------------------
-    @property
-    def live_generator(self) -> Any:
-        """This process' generator (built on first use; a forked worker builds its own)."""
-        self._ensure_live()
-        return self._live["generator"]
+    def generator_stats(self) -> dict[str, int]:
+        """Call counts of the generator this process built (``{}`` when none was: a ``map`` cache hit, or
+        ``num_proc > 1``, whose workers keep their own)."""
+        live = self._live.get("generator") if self._live.get("pid") == os.getpid() else None
+        stats = getattr(live, "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
 
     @property
     def synthesizer(self) -> Any:
+        """This process' Synthesizer (built on first use with its generator; a forked worker builds its own)."""
         self._ensure_live()
         return self._live["synthesizer"]
 
@@ -262,18 +299,7 @@ class CounterfactualNegatives:
         """The Synthesizer for ``generator`` (a seam for tests that script the synthesizer itself)."""
         from negsynth_hf.synthesis import Synthesizer
 
-        return Synthesizer(
-            generator,
-            strategy=self.strategy,
-            profile=self.profile,
-            num_negatives=self.num_generated,
-            max_candidates=self.max_candidates,
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
-            max_attempts=self.max_attempts,
-            seed=self.seed,
-            query_editor=self.query_editor,
-        )
+        return Synthesizer(generator, config=self.synthesis)
 
     def _use_async(self) -> bool:
         if self.concurrency != "auto":
@@ -415,8 +441,3 @@ class CounterfactualNegatives:
             ],
         }
         return texts, record
-
-
-def parse_provenance(value: str) -> dict[str, Any]:
-    """Decode one row's provenance column (JSON) back into a dict."""
-    return json.loads(value)

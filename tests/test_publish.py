@@ -81,10 +81,10 @@ def built_dataset(n: int = 12) -> BuiltDataset:
     return BuiltDataset(
         Dataset.from_dict(train_rows),
         Dataset.from_dict(prov),
-        build_config,
-        recipe_info,
-        {"counts": {"rows_out": n}},
-        "retriever `/some/local/path/model`\n\n| Count | Value |\n|---|---:|\n| rows_out | 12 |\n",
+        summary={"counts": {"rows_out": n}},
+        config=build_config,
+        recipe_info=recipe_info,
+        markdown="retriever `/some/local/path/model`\n\n| Count | Value |\n|---|---:|\n| rows_out | 12 |\n",
     )
 
 

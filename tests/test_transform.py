@@ -117,12 +117,12 @@ def test_response_cache_resumes_without_llm_calls(tmp_path):
     ds = Dataset.from_dict(pairs(6))
     first_t = _transform(spec=spec)
     first = ds.map(first_t, batched=True, batch_size=3, load_from_cache_file=False)
-    assert first_t.live_generator.stats["misses"] == 6
+    assert first_t.generator_stats()["misses"] == 6
     rerun = _transform(spec=spec)
     second = ds.map(rerun, batched=True, batch_size=3, load_from_cache_file=False)
-    stats = rerun.live_generator.stats
+    stats = rerun.generator_stats()
     assert stats["misses"] == 0 and stats["calls"] == 0 and stats["hits"] == 6
-    assert rerun.live_generator.inner.calls == 0
+    assert rerun.synthesizer.generator.inner.calls == 0
     assert second["generated_1"] == first["generated_1"]
     assert all(json.loads(r)["cached_calls"] == 1 for r in second[PROVENANCE_COLUMN])
 

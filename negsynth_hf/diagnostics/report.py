@@ -27,6 +27,7 @@ from negsynth_hf.diagnostics.spectrum import (
     row_percentiles,
     summarize,
 )
+from negsynth_hf.embeddings import embed_rows
 from negsynth_hf.labels import LABEL_COLUMN
 
 TRUNCATE = 160
@@ -218,31 +219,6 @@ def _json_safe(value: Any) -> Any:
 def _truncate(text: str, limit: int = TRUNCATE) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def _encode(model: Any, texts: list[str], *, query: bool, batch_size: int, show_progress_bar: bool) -> np.ndarray:
-    """Normalized embeddings of unique texts, with the model's query/document prompts when it has them."""
-    fn = getattr(model, "encode_query" if query else "encode_document", None) or model.encode
-    emb = fn(
-        texts,
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=show_progress_bar,
-    )
-    return np.asarray(emb, dtype=np.float32)
-
-
-def _embed_unique(model: Any, texts: list[str], *, query: bool, batch_size: int, show_progress_bar: bool):
-    unique = list(dict.fromkeys(texts))
-    if not unique:
-        return np.zeros((len(texts), 0), dtype=np.float32)
-    emb = _encode(model, unique, query=query, batch_size=batch_size, show_progress_bar=show_progress_bar)
-    pos = {t: i for i, t in enumerate(unique)}
-    return emb[[pos[t] for t in texts]]
 
 
 # --------------------------------------------------------------------------- sections
@@ -461,10 +437,10 @@ def diagnose(
 
     anchors = [str(a) for a in rows["anchor"]]
     positives = [str(p) for p in rows["positive"]]
-    q_emb = _embed_unique(model, anchors, query=True, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    q_emb = embed_rows(model, anchors, query=True, batch_size=batch_size, show_progress_bar=show_progress_bar)
     valid_idx = np.flatnonzero(table.valid)
     doc_texts = positives + [table.text[i] for i in valid_idx]
-    d_emb = _embed_unique(model, doc_texts, query=False, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    d_emb = embed_rows(model, doc_texts, query=False, batch_size=batch_size, show_progress_bar=show_progress_bar)
     p_emb, n_emb = d_emb[: len(positives)], d_emb[len(positives) :]
     pos_sims = np.einsum("ij,ij->i", q_emb, p_emb).astype(np.float64)
 

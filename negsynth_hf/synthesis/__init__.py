@@ -5,6 +5,7 @@ Talks to an LLM only through the :class:`~negsynth_hf.generators.base.ChatGenera
 
 from __future__ import annotations
 
+from .config import STRATEGIES, SynthesisConfig
 from .edits import QueryDiff, diff_one_place
 from .parsing import ParseOutcome, extract_json, parse_reply
 from .profiles import BUILTIN_PROFILES, DatasetProfile, get_profile
@@ -39,10 +40,12 @@ __all__ = [
     "QUERY_EDITORS",
     "QUERY_EDIT_SCHEMA",
     "RULE_EDITS_VERSION",
+    "STRATEGIES",
     "DatasetProfile",
     "ParseOutcome",
     "QueryDiff",
     "RuleEdit",
+    "SynthesisConfig",
     "SynthesisInput",
     "SynthesisResult",
     "SynthesizedNegative",

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..generators.base import ChatGenerator, ChatRequest, ChatResponse
+from .config import QUERY_EDITORS, QueryEditor, Strategy, SynthesisConfig
 from .engine import CallSettings, Plan, RowStats
-from .profiles import DatasetProfile, get_profile
-from .prompts import PROMPT_VERSIONS
+from .profiles import get_profile
 from .quality import normalize
 from .records import SynthesisInput, SynthesisResult
-from .rule_edits import RULE_EDITS_VERSION
 from .schemas import schemas_hash
 from .strategies import PLANS, Context
 
-Strategy = Literal["counterfactual", "naive", "query_edit"]
-QueryEditor = Literal["llm", "rules", "llm_then_rules"]
-QUERY_EDITORS = ("llm", "rules", "llm_then_rules")
+__all__ = ["QUERY_EDITORS", "QueryEditor", "Strategy", "SynthesisConfig", "Synthesizer"]
+
 SYNTHESIS_FORMAT = 1
 
 logger = logging.getLogger(__name__)
-
-
-def _schemas_hash() -> str:
-    """Kept for callers that imported it; use ``negsynth_hf.synthesis.schemas_hash``."""
-    return schemas_hash()
 
 
 class Synthesizer:
@@ -35,67 +27,36 @@ class Synthesizer:
 
     Args:
         generator: any :class:`~negsynth_hf.generators.base.ChatGenerator`.
-        strategy: ``"counterfactual"`` (analysis + generation, the method), ``"naive"`` (ablation
-            baseline) or ``"query_edit"`` (one-detail query edit + passage; suits small models).
-        profile: a built-in profile name, a :class:`DatasetProfile`, a dict, or a YAML file path.
-        num_negatives: K, the most negatives kept per row.
-        max_candidates: how many mined candidates (non-empty, in order) the prompt shows; a candidate equal
-            to the positive is never shown (dropped, with a note in the result).
-        temperature, max_new_tokens, seed: passed on every request (``seed + attempt`` on re-asks).
-        max_attempts: tries per LLM call, re-asking with the validation error after a failure.
-        max_passage_chars: each query/positive/candidate is cut to this many characters in prompts.
-        query_editor: who makes query_edit's one-detail edit: ``"llm"`` (default), ``"rules"`` (code,
-            no LLM call: see ``rule_edits``; for models too small to edit) or ``"llm_then_rules"`` (rules
-            replace the LLM edits that still fail the check after ``max_attempts``). Ignored otherwise.
+        config: a :class:`~negsynth_hf.synthesis.config.SynthesisConfig` (strategy, profile, counts, sampling,
+            query editor; its docstring says what each does). ``None``: the defaults.
+        **options: fields of ``SynthesisConfig`` to change on top of ``config``
+            (``Synthesizer(gen, strategy="naive", num_negatives=2)``).
     """
 
-    def __init__(
-        self,
-        generator: ChatGenerator,
-        *,
-        strategy: Strategy = "counterfactual",
-        profile: str | DatasetProfile | Mapping[str, Any] | Path = "generic",
-        num_negatives: int = 3,
-        max_candidates: int = 5,
-        temperature: float = 0.2,
-        max_new_tokens: int = 512,
-        max_attempts: int = 3,
-        seed: int = 0,
-        max_passage_chars: int = 2000,
-        query_editor: QueryEditor = "llm",
-    ) -> None:
-        if strategy not in PLANS:
-            raise ValueError(f"Unknown strategy {strategy!r}; valid strategies: {sorted(PLANS)}")
-        if num_negatives < 1 or max_candidates < 0 or max_attempts < 1 or max_new_tokens < 1 or max_passage_chars < 1:
-            raise ValueError(
-                "num_negatives, max_attempts, max_new_tokens and max_passage_chars must be >= 1, max_candidates >= 0"
-            )
-        if query_editor not in QUERY_EDITORS:
-            raise ValueError(f"Unknown query_editor {query_editor!r}; valid: {list(QUERY_EDITORS)}")
-        if temperature < 0:
-            raise ValueError("temperature must be >= 0")
+    def __init__(self, generator: ChatGenerator, *, config: SynthesisConfig | None = None, **options: Any) -> None:
+        config = (config or SynthesisConfig()).with_options(**options)
+        if config.strategy not in PLANS:
+            raise ValueError(f"Unknown strategy {config.strategy!r}; valid strategies: {sorted(PLANS)}")
         for method in ("generate", "agenerate"):
             if not callable(getattr(generator, method, None)):
                 raise TypeError(f"generator must implement the ChatGenerator protocol (missing {method}())")
         self.generator = generator
-        self.strategy: str = strategy
-        self.profile = get_profile(profile)
-        self.num_negatives = num_negatives
-        self.max_candidates = max_candidates
-        self.temperature = float(temperature)
-        self.max_new_tokens = max_new_tokens
-        self.max_attempts = max_attempts
-        self.seed = seed
-        self.max_passage_chars = max_passage_chars
-        self.query_editor: str = query_editor
+        self.config = config
+        self.strategy: str = config.strategy
+        self.profile = get_profile(config.profile)
+        self.num_negatives = config.num_negatives
+        self.max_candidates = config.max_candidates
+        self.temperature = float(config.temperature)
+        self.max_new_tokens = config.max_new_tokens
+        self.max_attempts = config.max_attempts
+        self.seed = config.seed
+        self.max_passage_chars = config.max_passage_chars
+        self.query_editor: str = config.query_editor
 
     @property
     def prompt_version(self) -> str:
-        """The strategy's template version; rule-assisted query edits get their own id, so caches never mix."""
-        version = PROMPT_VERSIONS[self.strategy]
-        if self.strategy == "query_edit" and self.query_editor != "llm":
-            version = f"{version}+{self.query_editor}:{RULE_EDITS_VERSION}"
-        return version
+        """The strategy's template version (:attr:`SynthesisConfig.prompt_version`)."""
+        return self.config.prompt_version
 
     @property
     def model_id(self) -> str:
@@ -112,7 +73,7 @@ class Synthesizer:
             "prompt_version": self.prompt_version,
             "profile": self.profile.name,
             "profile_hash": self.profile.hash,
-            "schemas_hash": _schemas_hash(),
+            "schemas_hash": schemas_hash(),
             "num_negatives": self.num_negatives,
             "max_candidates": self.max_candidates,
             "temperature": self.temperature,

@@ -1,0 +1,47 @@
+"""The one text encoder: normalized embeddings with the model's query/document prompts, each text once.
+
+``build_dataset`` (verification, probe features) and ``diagnose`` both read a retriever's view through it, so
+both see exactly the vectors mining saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def embed_texts(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    query: bool,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    known: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """``{text: embedding}`` for the distinct ``texts`` (queries with ``encode_query``, documents with
+    ``encode_document``, when the model has them), reusing the vectors in ``known`` (what mining computed)."""
+    known = known or {}
+    out = {t: known[t] for t in texts if t in known}
+    todo = list(dict.fromkeys(t for t in texts if t not in out))
+    if todo:
+        encode = getattr(model, "encode_query" if query else "encode_document", None) or model.encode
+        emb = encode(
+            todo,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress_bar,
+        )
+        out.update(zip(todo, np.asarray(emb, dtype=np.float32), strict=True))
+    return out
+
+
+def embed_rows(model: Any, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+    """One row per text (a text repeated gets its one vector again): :func:`embed_texts` as a matrix."""
+    table = embed_texts(model, texts, **kwargs)
+    if not table:
+        return np.zeros((len(texts), 0), dtype=np.float32)
+    return np.stack([table[t] for t in texts])
