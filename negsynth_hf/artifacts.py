@@ -109,6 +109,8 @@ class BuiltDataset:
     markdown: str = ""
 
     def __post_init__(self) -> None:
+        # settings are redacted on the way in, so no repr, card or file of this object can hold a secret
+        self.config, self.recipe_info = redact(self.config), redact(self.recipe_info)
         if isinstance(self.summary, dict):
             self.summary = BuildSummary.from_dict(self.summary)
         if self.num_mined is None:
@@ -147,7 +149,7 @@ class BuiltDataset:
         return {**self.config, **self.recipe_info, "summary": self.summary.to_dict()}
 
     def with_recipe_info(self, recipe_info: dict[str, Any]) -> BuiltDataset:
-        return dataclasses.replace(self, recipe_info=dict(recipe_info))
+        return dataclasses.replace(self, recipe_info=recipe_info)
 
     @classmethod
     def from_build_result(
@@ -155,7 +157,7 @@ class BuiltDataset:
     ) -> BuiltDataset:
         """``result`` with recipe info (and known positives, when the result lacks them)."""
         known = result.known_positives if known_positives is None else known_positives
-        return dataclasses.replace(result, recipe_info=dict(recipe_info or {}), known_positives=known)
+        return dataclasses.replace(result, recipe_info=recipe_info or {}, known_positives=known)
 
     def training_dataset(self, *, num_mined: int | None = None, num_generated: int | None = None) -> Any:
         """The ``train`` config with only the first ``num_mined`` mined and ``num_generated`` generated columns.

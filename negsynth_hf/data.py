@@ -215,3 +215,17 @@ def evaluator_inputs(
 def corpus_texts(collection: BeirCollection) -> list[str]:
     """Every non-empty document text (the pool ``mine_hard_negatives`` mines from)."""
     return [t for t in (collection.doc_text(d) for d in collection.corpus) if t.strip()]
+
+
+def subset_corpus(
+    corpus: dict[str, str], relevant: dict[str, set[str]], *, corpus_size: int | None, seed: int = 0
+) -> dict[str, str]:
+    """At most ``corpus_size`` documents: every judged one (``relevant``'s) plus seeded random others, in corpus
+    order (``None`` or a size >= the corpus: all). The one subsetting rule of mining, validation and evaluation."""
+    if corpus_size is None or corpus_size >= len(corpus):
+        return dict(corpus)
+    judged = {d for docs in relevant.values() for d in docs if d in corpus}
+    rest = sorted(d for d in corpus if d not in judged)
+    fill = max(0, corpus_size - len(judged))
+    picked = judged | set(random.Random(seed).sample(rest, min(fill, len(rest))))
+    return {d: corpus[d] for d in corpus if d in picked}

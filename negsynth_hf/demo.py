@@ -11,11 +11,17 @@ see README.md. Every default can be overridden (``negsynth demo --help``).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any
-
+from negsynth_hf.pipeline import DemoResult, run_demo
 from negsynth_hf.recipe_config import RecipeConfig, parse_step_args
+
+__all__ = ["DEMO_MAX_STEPS", "DEMO_TRAIN_QUERIES", "DemoResult", "demo_config", "demo_defaults", "run_demo"]
+
+# the demo's sizes, in one spot (README.md's timings were measured with these)
+DEMO_TRAIN_QUERIES = 48  # SciFact training queries
+DEMO_NUM_MINED = 3
+DEMO_NUM_GENERATED = 2
+DEMO_MAX_STEPS = 15  # LoRA steps of 16 rows
+DEMO_TEST_CORPUS_SIZE = 1000  # documents the 300 test queries are ranked against
 
 
 def demo_defaults() -> RecipeConfig:
@@ -26,7 +32,7 @@ def demo_defaults() -> RecipeConfig:
     cfg.run.seed = 42
     cfg.run.base_model = "embedded"
     cfg.data.dataset = "scifact"
-    cfg.data.max_train_queries = 48
+    cfg.data.max_train_queries = DEMO_TRAIN_QUERIES
     cfg.data.validation_fraction = 0.05
     cfg.data.dataset_license = "cc-by-nc-2.0"
     cfg.data.dataset_pretty_name = "SciFact"
@@ -34,8 +40,8 @@ def demo_defaults() -> RecipeConfig:
     cfg.build.generator = {"backend": "embedded", "num_threads": 1}
     cfg.build.strategy = "query_edit"
     cfg.build.profile = "scientific"
-    cfg.build.num_mined = 3
-    cfg.build.num_generated = 2
+    cfg.build.num_mined = DEMO_NUM_MINED
+    cfg.build.num_generated = DEMO_NUM_GENERATED
     cfg.build.corpus_size = 1000
     # SmolLM2-135M cannot make a one-detail edit (0 of 20 SciFact claims, benchmarks/results/synthesis_smollm2.md):
     # the edit is made in code and the LLM writes one passage per edited claim (1 call per negative)
@@ -45,14 +51,14 @@ def demo_defaults() -> RecipeConfig:
     cfg.train.per_device_train_batch_size = 16
     # Measured on the 2-core CPU: 15 steps of 16 rows x 7 texts x 128 tokens train in ~2 min (validation
     # evaluator included), so the whole demo stays near 9 minutes. Evaluation uses the same 128 tokens for base
-    # and trained (cli.run_evaluate).
-    cfg.train.max_steps = 15
+    # and trained (pipeline.steps.run_evaluate).
+    cfg.train.max_steps = DEMO_MAX_STEPS
     cfg.train.learning_rate = 3e-4
     cfg.train.max_seq_length = 128
     cfg.train.logging_steps = 5
     cfg.train.validation_corpus_size = 200
     cfg.evaluate.max_test_queries = None
-    cfg.evaluate.test_corpus_size = 1000
+    cfg.evaluate.test_corpus_size = DEMO_TEST_CORPUS_SIZE
     cfg.publish.dry_run = True
     cfg.step = "demo"
     return cfg
@@ -61,51 +67,3 @@ def demo_defaults() -> RecipeConfig:
 def demo_config(argv: list[str] | None = None) -> RecipeConfig:
     """The demo defaults, then an optional ``--config`` file, then ``--key value`` overrides."""
     return parse_step_args("demo", argv, prog="negsynth demo", base=demo_defaults())
-
-
-@dataclass
-class DemoResult:
-    timings: dict[str, float] = field(default_factory=dict)
-    evaluation: Any = None
-    staging_dir: str = ""
-
-
-def run_demo(cfg: RecipeConfig) -> DemoResult:
-    """build -> train -> evaluate -> publish (dry run unless configured otherwise), with a timing table."""
-    from negsynth_hf.cli import run_build, run_evaluate, run_publish, run_train
-
-    result = DemoResult()
-    total = time.perf_counter()
-    steps = (
-        ("build", run_build, "mine + synthesize + verify + weight hard negatives"),
-        ("train", run_train, f"LoRA fine-tuning with loss={cfg.train.loss}"),
-        ("evaluate", run_evaluate, "base vs trained on the test split"),
-        (
-            "publish",
-            run_publish,
-            "stage dataset, merged model and adapter with cards" + (" (dry run)" if cfg.publish.dry_run else ""),
-        ),
-    )
-    print(f"negsynth demo: run folder {cfg.path()}", flush=True)
-    for i, (name, fn, what) in enumerate(steps, 1):
-        print(f"\n=== [{i}/{len(steps)}] {name}: {what} ===", flush=True)
-        start = time.perf_counter()
-        out = fn(cfg)
-        result.timings[name] = round(time.perf_counter() - start, 1)
-        print(f"=== {name} done in {result.timings[name]:.0f}s ===", flush=True)
-        if name == "evaluate":
-            result.evaluation = out
-        if name == "publish" and out is not None:
-            result.staging_dir = out.root
-    result.timings["total"] = round(time.perf_counter() - total, 1)
-    print("\n" + "=" * 72)
-    print("negsynth demo finished\n")
-    if result.evaluation is not None:
-        print(result.evaluation.to_markdown())
-    print("| step | seconds |\n| --- | ---: |")
-    for name, seconds in result.timings.items():
-        print(f"| {name} | {seconds:.0f} |")
-    print(
-        f"\nOutputs: dataset {cfg.dataset_dir}, model {cfg.model_dir}, results {cfg.eval_dir}, staging {cfg.staging_dir}"
-    )
-    return result

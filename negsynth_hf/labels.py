@@ -17,11 +17,24 @@ A row with no negatives has an empty list. All rows of a dataset must have the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
 LABEL_COLUMN = "labels"
+_NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
+
+
+def negative_columns(columns: Sequence[str] | Any) -> list[str]:
+    """``negative_1..negative_N`` in numeric order (the order the loss and the label column see them).
+
+    ``columns``: column names, or anything with ``column_names`` (a ``Dataset``).
+    """
+    names = getattr(columns, "column_names", columns)
+    found = [(int(m.group(1)), c) for c in names if (m := _NEGATIVE_COLUMN.match(c))]
+    return [c for _, c in sorted(found)]
 
 
 def encode_negative_labels(weights: Sequence[float], is_generated: Sequence[bool | int]) -> list[float]:

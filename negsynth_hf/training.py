@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,8 +21,9 @@ import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
-from negsynth_hf.labels import LABEL_COLUMN
-from negsynth_hf.recipe_config import TrainConfig
+from negsynth_hf.data import subset_corpus
+from negsynth_hf.labels import LABEL_COLUMN, negative_columns
+from negsynth_hf.training_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +49,13 @@ def load_model(spec: str, *, max_seq_length: int | None = None, device: str | No
     return model
 
 
-def negative_columns(dataset: Dataset) -> list[str]:
-    """``negative_1..negative_N`` in numeric order (the order the loss sees them)."""
-    cols = [c for c in dataset.column_names if c.startswith("negative_") and c.split("_", 1)[1].isdigit()]
-    return sorted(cols, key=lambda c: int(c.split("_", 1)[1]))
-
-
 def mined_negative_columns(dataset: Dataset) -> list[str]:
     """Negative columns that are mined in EVERY row (generated flag 0 in the label column).
 
     Rows whose generated negatives sit in different columns cannot be turned into a fixed-width mined-only
     n-tuple without dropping rows, so that is an error rather than silent data loss.
     """
-    negs = negative_columns(dataset)
+    negs = negative_columns(dataset.column_names)
     if LABEL_COLUMN not in dataset.column_names:
         return negs
     n = len(negs)
@@ -85,7 +79,7 @@ def training_columns(dataset: Dataset, loss: str) -> Dataset:
     elif loss == "mined":
         keep = [*TEXT_COLUMNS, *mined_negative_columns(dataset)]
     else:
-        keep = [*TEXT_COLUMNS, *negative_columns(dataset)]
+        keep = [*TEXT_COLUMNS, *negative_columns(dataset.column_names)]
         if LABEL_COLUMN in dataset.column_names:
             keep.append(LABEL_COLUMN)
     missing = [c for c in TEXT_COLUMNS if c not in dataset.column_names]
@@ -196,18 +190,6 @@ def ir_evaluator(
         show_progress_bar=show_progress_bar,
         write_csv=False,
     )
-
-
-def subset_corpus(
-    corpus: dict[str, str], relevant: dict[str, set[str]], *, corpus_size: int | None, seed: int = 0
-) -> dict[str, str]:
-    if corpus_size is None or corpus_size >= len(corpus):
-        return dict(corpus)
-    judged = {d for docs in relevant.values() for d in docs if d in corpus}
-    rest = sorted(d for d in corpus if d not in judged)
-    fill = max(0, corpus_size - len(judged))
-    picked = judged | set(random.Random(seed).sample(rest, min(fill, len(rest))))
-    return {d: corpus[d] for d in corpus if d in picked}
 
 
 @dataclass

@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from negsynth_hf.labels import negative_columns
 from negsynth_hf.redaction import redact
 from negsynth_hf.synthesis.config import STRATEGIES, Strategy, SynthesisConfig
 
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 PROVENANCE_COLUMN = "generation_provenance"
-_NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
 # hashed state, in this order (a change of names or order changes every fingerprint: datasets issue 5109)
 _SYNTHESIS_STATE = ("strategy", "profile", "num_generated", "max_candidates", "temperature", "max_new_tokens")
 _SYNTHESIS_STATE += ("max_attempts", "seed")
@@ -313,8 +312,7 @@ class CounterfactualNegatives:
             if missing:
                 raise ValueError(f"candidate column(s) {missing} not in the dataset; columns: {sorted(batch)}.")
             return list(self.candidate_columns)
-        found = [(int(m.group(1)), c) for c in batch if (m := _NEGATIVE_COLUMN.match(c))]
-        return [c for _, c in sorted(found)]
+        return negative_columns(list(batch))
 
     def inputs(self, batch: dict[str, list], indices: Sequence[int] | None = None) -> list[Any]:
         """The batch as ``SynthesisInput`` records (validates columns and types, naming the offending row).

@@ -196,7 +196,7 @@ def test_transform_forwards_query_editor_and_hashes_it():
 
 
 def test_recipe_key_reaches_build_kwargs():
-    from negsynth_hf.cli import _build_kwargs
+    from negsynth_hf.pipeline.build import build_kwargs as _build_kwargs
     from negsynth_hf.recipe_config import ConfigError, parse_step_args
 
     cfg = parse_step_args("build", ["--query_editor", "rules"])

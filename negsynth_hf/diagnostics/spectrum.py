@@ -7,16 +7,16 @@ side by side show what the weights corrected.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from negsynth_hf import labels
+
 SOURCES = ("mined", "generated")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-_NEG_COLUMN = re.compile(r"^negative_(\d+)$")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class NegativeTable:
 
 def negative_columns(column_names: Sequence[str]) -> list[str]:
     """``negative_1..negative_N`` in numeric order; raises if the layout is not the training n-tuple."""
-    found = sorted(((int(m.group(1)), c) for c in column_names if (m := _NEG_COLUMN.match(c))), key=lambda t: t[0])
+    found = labels.negative_columns(column_names)
     missing = {"anchor", "positive"} - set(column_names)
     if missing:
         raise ValueError(
@@ -54,7 +54,7 @@ def negative_columns(column_names: Sequence[str]) -> list[str]:
         )
     if not found:
         raise ValueError(f"No negative_<i> columns in {list(column_names)}: nothing to diagnose.")
-    return [c for _, c in found]
+    return found
 
 
 def read_negatives(

@@ -14,6 +14,7 @@ from typing import Any
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from negsynth_hf.evaluation import METRICS, EvaluationResult
+from negsynth_hf.redaction import redact
 from negsynth_hf.training import TrainResult
 
 DATASET_TEMPLATE = "dataset_card.md"
@@ -135,20 +136,7 @@ def public_settings(info: dict[str, Any]) -> dict[str, Any]:
     public = {k: v for k, v in info.items() if k not in hidden}
     if "retriever_id" in public:  # build_dataset records the local folder it loaded; cards show the Hub id
         public["retriever"] = public.pop("retriever_id")
-    return _scrub(public)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if _secret_key(k) else _scrub(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
-
-
-def _secret_key(key: str) -> bool:
-    k = key.lower()
-    return k != "api_key_env" and any(s in k for s in ("token", "api_key", "secret", "password"))
+    return redact(public)
 
 
 def model_card(

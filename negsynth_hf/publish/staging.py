@@ -24,9 +24,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from negsynth_hf.artifacts import NTUPLE, PROVENANCE, TRIPLET, BuiltDataset
-from negsynth_hf.labels import LABEL_COLUMN
+from negsynth_hf.labels import LABEL_COLUMN, negative_columns
 from negsynth_hf.publish.cards import ConfigInfo, dataset_card, model_card
-from negsynth_hf.training import TrainResult, negative_columns
+from negsynth_hf.training import TrainResult
 
 PLAN_FILE = "upload_plan.json"
 MAX_SHARD_ROWS = 50_000

@@ -1,0 +1,148 @@
+"""``negsynth build``: pairs from a judged collection -> :func:`negsynth_hf.build.build_dataset` -> saved dataset."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from negsynth_hf.pipeline.config import ConfigError, RecipeConfig
+from negsynth_hf.pipeline.runtime import main_print, process_state
+from negsynth_hf.pipeline.sources import load_collection
+from negsynth_hf.redaction import redact
+
+logger = logging.getLogger("negsynth_hf")
+
+
+@dataclass
+class BuildOutput:
+    dataset_dir: str
+    rows: int
+    num_train_queries: int
+    num_validation_queries: int
+    seconds: float
+
+
+def generator_config(cfg: RecipeConfig, rank: int) -> Any:
+    """The build's GeneratorConfig for process ``rank`` (its own endpoint from ``base_urls``); None: mined-only."""
+    if cfg.build.generator is None:
+        return None
+    from negsynth_hf.generators import GeneratorConfig
+
+    gen = dict(cfg.build.generator)
+    if cfg.build.base_urls:
+        gen["base_url"] = cfg.build.base_urls[rank % len(cfg.build.base_urls)]
+    try:
+        return GeneratorConfig.from_dict(gen)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"build.generator: {err}") from err
+
+
+def build_kwargs(cfg: RecipeConfig, generator: Any, retriever: str) -> dict[str, Any]:
+    """``build_dataset`` keywords from the ``build`` section (``build_options`` may not repeat a build key)."""
+    b = cfg.build
+    kwargs: dict[str, Any] = {
+        "retriever": retriever,
+        "generator": generator,
+        "num_mined": b.num_mined,
+        "num_generated": b.num_generated if generator is not None else 0,
+        "seed": cfg.run.seed,
+    }
+    if generator is not None:
+        kwargs["strategy"] = b.strategy
+        kwargs["profile"] = b.profile
+        if b.query_editor != "llm":  # only when set: build_options may still pass it
+            kwargs["query_editor"] = b.query_editor
+    overlap = set(kwargs) & set(b.build_options)
+    if overlap - {"seed"}:
+        raise ConfigError(f"build.build_options repeats {sorted(overlap)}: set those as build keys instead.")
+    return {**kwargs, **b.build_options}
+
+
+def _pairs_and_corpus(cfg: RecipeConfig, collection: Any) -> tuple[Any, list[str], list[str], list[str]]:
+    """(pairs, corpus texts, train ids, validation ids): the held-out validation queries never become pairs."""
+    from negsynth_hf.data import corpus_texts, pairs_dataset, split_train_validation, subset_corpus
+
+    all_ids = collection.split_query_ids(cfg.data.train_split)
+    train_ids, val_ids = split_train_validation(
+        all_ids, validation_fraction=cfg.data.validation_fraction, seed=cfg.run.seed
+    )
+    pairs = pairs_dataset(
+        collection,
+        cfg.data.train_split,
+        query_ids=train_ids,
+        max_queries=cfg.data.max_train_queries,
+        max_positives_per_query=cfg.data.max_positives_per_query,
+        seed=cfg.run.seed,
+    )
+    corpus = corpus_texts(collection)
+    if cfg.build.corpus_size is not None:
+        table = collection.qrels[cfg.data.train_split]
+        judged = {q: set(table.get(q, {})) for q in set(pairs["query_id"])}
+        docs = {d: collection.doc_text(d) for d in collection.corpus}
+        subset = subset_corpus(docs, judged, corpus_size=cfg.build.corpus_size, seed=cfg.run.seed)
+        corpus = [t for t in subset.values() if t.strip()]
+    return pairs, corpus, train_ids, val_ids
+
+
+def _recipe_info(cfg: RecipeConfig, collection: Any, pairs: Any, val_ids: list[str], processes: int) -> dict:
+    has_ids = "query_id" in pairs.column_names
+    return {
+        "source": {
+            "type": cfg.data.source,
+            "dataset": cfg.data.dataset,
+            "collection": collection.name,
+            "train_split": cfg.data.train_split,
+            "test_split": cfg.data.test_split,
+        },
+        "num_train_queries": len(set(pairs["query_id"])) if has_ids else len(pairs),
+        "train_query_ids": sorted(set(pairs["query_id"])) if has_ids else [],
+        "validation_query_ids": val_ids,
+        "validation_fraction": cfg.data.validation_fraction,
+        "max_train_queries": cfg.data.max_train_queries,
+        "num_processes": processes,
+        "retriever_id": public_model_id(cfg.build.retriever, cfg),
+        "recipe": redact(cfg.build.__dict__),
+    }
+
+
+def run_build(cfg: RecipeConfig) -> BuildOutput:
+    """Pairs -> build_dataset -> save. With N processes each rank synthesizes its shard (its own endpoint) into
+    the shared response cache; rank 0 then assembles the full set from that cache (no LLM call is repeated) so
+    that mining margins, verification and the cross-row source probe see the merged data."""
+    from negsynth_hf.build import build_dataset
+    from negsynth_hf.training import resolve_model_path
+
+    start = time.perf_counter()
+    state = process_state()
+    collection = load_collection(cfg.data)
+    pairs, corpus, train_ids, val_ids = _pairs_and_corpus(cfg, collection)
+    retriever = resolve_model_path(cfg.build.retriever or cfg.run.base_model)
+    main_print(
+        f"[build] {collection.name}/{cfg.data.train_split}: {len(pairs)} pairs, {len(val_ids)} validation queries "
+        f"held out, corpus {len(corpus):,} docs"
+    )
+    if state.num_processes > 1 and cfg.build.generator is not None:
+        shard = pairs.shard(num_shards=state.num_processes, index=state.process_index, contiguous=True)
+        logger.info("rank %d synthesizing %d rows", state.process_index, len(shard))
+        kwargs = build_kwargs(cfg, generator_config(cfg, state.process_index), retriever)
+        build_dataset(shard, corpus=corpus, show_progress_bar=False, **kwargs)
+        state.wait_for_everyone()
+    rows = 0
+    if state.is_main_process:
+        result = build_dataset(pairs, corpus=corpus, **build_kwargs(cfg, generator_config(cfg, 0), retriever))
+        info = _recipe_info(cfg, collection, pairs, val_ids, state.num_processes)
+        result.with_recipe_info(info).save(cfg.dataset_dir)
+        rows = len(result.train)
+        main_print(f"[build] saved {rows} rows to {cfg.dataset_dir}")
+    state.wait_for_everyone()
+    return BuildOutput(str(cfg.dataset_dir), rows, len(train_ids), len(val_ids), round(time.perf_counter() - start, 1))
+
+
+def public_model_id(spec: str | None, cfg: RecipeConfig) -> str:
+    """A model name fit for cards: the Hub id, never a local path of this machine."""
+    if spec is None or spec == cfg.run.base_model:
+        return cfg.run.resolved_base_model_id() or Path(cfg.run.base_model).name
+    return Path(spec).name if Path(spec).exists() else spec
