@@ -23,21 +23,6 @@ from typing import Any, Literal
 from negsynth_hf.training_config import TrainConfig
 from negsynth_hf.training_config import config_field as _f
 
-__all__ = [
-    "MINILM_HUB_ID",
-    "SECTIONS",
-    "STEP_SECTIONS",
-    "BuildConfig",
-    "ConfigError",
-    "DataConfig",
-    "DiagnoseConfig",
-    "EvaluateConfig",
-    "PublishConfig",
-    "RecipeConfig",
-    "RunConfig",
-    "TrainConfig",
-]
-
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 

@@ -124,7 +124,8 @@ def assemble(
     """``anchor, positive, negative_1..negative_{M+G}[, labels]`` plus one :class:`SlotRecord` per slot."""
     from datasets import Dataset
 
-    builder = _RowBuilder(rows, mined, generated, verdicts, weights, emb, num_mined, num_generated, hardness, seed)
+    stages = _Stages(rows, mined, generated, verdicts, weights, emb)
+    builder = _RowBuilder(stages, num_mined=num_mined, num_generated=num_generated, hardness=hardness, seed=seed)
     counts = _initial_counts(rows, mined, generated, verdicts, num_mined, num_generated, guard_enabled)
     slots: list[SlotRecord] = []
     labels: list[list[float]] = []
@@ -186,25 +187,26 @@ def _initial_counts(
     }
 
 
+@dataclass
+class _Stages:
+    """What the earlier stages produced, handed to the row builder as one record."""
+
+    rows: PairRows
+    mined: MinedRows
+    generated: GeneratedRows
+    verdicts: Verdicts
+    weights: Weights
+    emb: Embeddings
+
+
 class _RowBuilder:
     """Makes one row's slots; holds what every row shares (the filler rng and donors, the item index)."""
 
-    def __init__(
-        self,
-        rows: PairRows,
-        mined: MinedRows,
-        generated: GeneratedRows,
-        verdicts: Verdicts,
-        weights: Weights,
-        emb: Embeddings,
-        num_mined: int,
-        num_generated: int,
-        hardness: bool,
-        seed: int,
-    ) -> None:
-        self.rows, self.mined, self.generated = rows, mined, generated
-        self.verdicts, self.weights, self.emb = verdicts, weights, emb
+    def __init__(self, stages: _Stages, *, num_mined: int, num_generated: int, hardness: bool, seed: int) -> None:
+        self.rows, self.mined, self.generated = stages.rows, stages.mined, stages.generated
+        self.verdicts, self.weights, self.emb = stages.verdicts, stages.weights, stages.emb
         self.m, self.g, self.hardness = num_mined, num_generated, hardness
+        rows, mined, generated = stages.rows, stages.mined, stages.generated
         self.rng = random.Random(seed)
         self.donors = _donor_pool(rows.anchors, rows.positives, mined.negatives)
         self.index = {(it.row, it.k): idx for idx, it in enumerate(generated.items())}
