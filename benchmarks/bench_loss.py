@@ -8,6 +8,10 @@ and ``.json`` next to this file. Everything is measured in this one run; nothing
 2. Full CausalNegLoss forward + backward (weighted InfoNCE + entropy + diagnostics) vs sentence-transformers'
    MultipleNegativesRankingLoss on the same embeddings (B=64, 18 hard negatives, D=384, in-batch negatives on).
    Target: <= 1.15x.
+   The same with MNRL's own arguments set alike on both sides: each ``hardness_mode`` (Lan et al.'s
+   ``in_batch_negatives`` at strength 9, EmbeddingGemma's ``hard_negatives`` at 5, ``all_negatives`` at 5; target:
+   no slower than MNRL with the same hardness mode, <= 1.0x within noise) and, for information, the symmetric
+   (query_to_doc + doc_to_query, per_direction) and GTE (all four directions, joint) variants.
 3. Peak memory of one training step (embed + loss + backward) at batch 512 with CachedCausalNegLoss
    (mini_batch_size=32) vs CausalNegLoss on a small BERT (hidden 128, 2 layers, 64-token inputs), each in a fresh
    subprocess. Metric: peak resident set size during the step (``ru_maxrss``) minus the RSS just before it; torch
@@ -131,15 +135,9 @@ def bench_vs_mnrl() -> dict:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.util import cos_sim
 
-    from negsynth_hf.labels import encode_negative_labels
     from negsynth_hf.losses import CausalNegLoss
 
-    torch.manual_seed(0)
-    embeddings = [F.normalize(torch.randn(B, D), dim=-1).requires_grad_() for _ in range(2 + M + G)]
-    flags = [False] * M + [True] * G
-    gen_weights = torch.rand(B, G).tolist()
-    labels = torch.tensor([encode_negative_labels([1.0] * M + w, flags) for w in gen_weights])
-    labels[::7, M + G - 1] = 0.0  # some masked (false) negatives
+    embeddings, labels = _vs_mnrl_inputs()
     mnrl = MultipleNegativesRankingLoss(None)
     ours = CausalNegLoss(None)
     ours_paper = CausalNegLoss(None, in_batch_negatives=False)
@@ -193,6 +191,58 @@ def bench_vs_mnrl() -> dict:
         "ratio_autograd_cosine": t["causal_neg_autograd_cosine"]["min"] / t["mnrl"]["min"],
         "target_ratio": 1.15,
     }
+
+
+MNRL_VARIANTS: dict[str, dict] = {
+    "hardness_in_batch_negatives": {"hardness_mode": "in_batch_negatives", "hardness_strength": 9.0},
+    "hardness_hard_negatives": {"hardness_mode": "hard_negatives", "hardness_strength": 5.0},
+    "hardness_all_negatives": {"hardness_mode": "all_negatives", "hardness_strength": 5.0},
+    "symmetric": {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"},
+    "gte": {"directions": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")},
+}
+
+
+def bench_variants_vs_mnrl(pairs: int = 200) -> dict:
+    """The full loss (weights + entropy term) vs MNRL with the same MNRL arguments on both sides, on the embeddings
+    of :func:`bench_vs_mnrl`: interleaved minima and the paired median ratio, one variant at a time."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from negsynth_hf.losses import CausalNegLoss
+
+    embeddings, labels = _vs_mnrl_inputs()
+    results = {}
+    for name, kwargs in MNRL_VARIANTS.items():
+        mnrl, ours = MultipleNegativesRankingLoss(None, **kwargs), CausalNegLoss(None, **kwargs)
+
+        def run_mnrl(mnrl=mnrl):
+            mnrl.compute_loss_from_embeddings(embeddings, None).backward()
+
+        def run_ours(ours=ours):
+            sum(ours.compute_loss_from_embeddings(embeddings, labels).values()).backward()
+
+        t = interleaved({"mnrl": run_mnrl, "causal_neg": run_ours}, 40)
+        results[name] = {
+            "kwargs": {key: list(value) if isinstance(value, tuple) else value for key, value in kwargs.items()},
+            "mnrl_ms": 1e3 * t["mnrl"]["min"],
+            "causal_neg_ms": 1e3 * t["causal_neg"]["min"],
+            "ratio": t["causal_neg"]["min"] / t["mnrl"]["min"],
+            "ratio_median": t["causal_neg"]["median"] / t["mnrl"]["median"],
+            "ratio_paired_median": paired_ratio(run_ours, run_mnrl, pairs=pairs),
+        }
+    return {"shape": {"B": B, "negatives": M + G, "D": D}, "variants": results, "target_ratio_hardness": 1.0}
+
+
+def _vs_mnrl_inputs() -> tuple[list[torch.Tensor], torch.Tensor]:
+    """B=64 unit embeddings with M mined + G generated negatives, random generated weights, some masked."""
+    from negsynth_hf.labels import encode_negative_labels
+
+    torch.manual_seed(0)
+    embeddings = [F.normalize(torch.randn(B, D), dim=-1).requires_grad_() for _ in range(2 + M + G)]
+    flags = [False] * M + [True] * G
+    gen_weights = torch.rand(B, G).tolist()
+    labels = torch.tensor([encode_negative_labels([1.0] * M + w, flags) for w in gen_weights])
+    labels[::7, M + G - 1] = 0.0  # some masked (false) negatives
+    return embeddings, labels
 
 
 def _build_small_model(folder: Path) -> str:
@@ -281,6 +331,7 @@ def bench_memory() -> dict:
 
 def to_markdown(report: dict) -> str:
     e, e256, m, mem = report["entropy"], report["entropy_b256"], report["vs_mnrl"], report["memory"]
+    variants = report["vs_mnrl_variants"]["variants"]
 
     def ok(flag: bool) -> str:
         return "met" if flag else "NOT met"
@@ -302,6 +353,7 @@ of 10 calls; the table gives the minimum (least-disturbed run), the median is in
 | Same, `in_batch_negatives=False` (paper setting) | {m["causal_neg_no_in_batch_ms"]:.2f} ms | - |
 | Same, weighted InfoNCE only (`entropy_weight=0`): the entropy term's own cost is the difference | {m["causal_neg_infonce_only_ms"]:.2f} ms = **{m["ratio_infonce_only"]:.3f}x** | - |
 | Same full loss through plain autograd `cos_sim` (generic path, no fused `CosineScores` node) | {m["causal_neg_autograd_cosine_ms"]:.2f} ms = **{m["ratio_autograd_cosine"]:.3f}x** | - |
+{_variant_rows(variants)}
 | Step peak memory at batch {mem["batch"]}: cached (mini-batch {mem["mini_batch_size"]}) / plain | {mem["cached"]["step_peak_mb"]:.0f} MB / {mem["plain"]["step_peak_mb"]:.0f} MB = **{mem["ratio"]:.3f}x** | <= 0.5x ({ok(mem["ratio"] <= 0.5)}) |
 
 Memory: {mem["model"]}. Metric: {mem["metric"]}. Step wall time: plain {mem["plain"]["seconds"]:.1f} s,
@@ -310,12 +362,30 @@ cached {mem["cached"]["seconds"]:.1f} s (GradCache embeds twice; wall time on th
 The full loss is weighted InfoNCE + entropy term. It is cheaper than MNRL because its similarity work is one
 autograd node (`negsynth_hf/losses/cosine.py`: the closed-form backward of the normalisation folded into the two
 backward matrix products, and the entropy term's generated-negative scores read off the same matrix), where
-MNRL's `cos_sim` runs autograd's generic `F.normalize` backward; the last row is our loss without that node.
+MNRL's `cos_sim` runs autograd's generic `F.normalize` backward; the "plain autograd `cos_sim`" row is our loss
+without that node. With MNRL's own arguments set alike on both sides, the hardness term is a detached bias that
+joins `log w` before the one add in the graph, and the query_to_doc block keeps the fused node; the other
+directions' blocks are computed as MNRL computes them (their cost is MNRL's).
 Diagnostics are computed lazily when `last_diagnostics` is read
 (a logging callback reads them every `logging_steps`), so the default row excludes them and the next row includes
 them. The per-sample loop is the formula of docs/method.md, one query at a time, each query's negatives
 vectorised. Raw numbers: `bench_loss.json`.
 """
+
+
+def _variant_rows(variants: dict) -> str:
+    """Table rows of :func:`bench_variants_vs_mnrl`: the hardness modes against their target, then the rest."""
+    rows = []
+    for name, v in variants.items():
+        arguments = ", ".join(f"{key}={value!r}" for key, value in v["kwargs"].items()).replace("'", "")
+        hardness = name.startswith("hardness_")
+        target = f"<= 1.0x, paired ({'met' if v['ratio_paired_median'] <= 1.0 else 'NOT met'})"
+        rows.append(
+            f"| Full loss vs MNRL, both with `{arguments}` | {v['causal_neg_ms']:.2f} ms vs {v['mnrl_ms']:.2f} ms = "
+            f"**{v['ratio']:.3f}x** ({v['ratio_median']:.3f}x), paired **{v['ratio_paired_median']:.3f}x** | "
+            f"{target if hardness else '-'} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -327,6 +397,7 @@ def main() -> None:
         "entropy": bench_entropy(),
         "entropy_b256": bench_entropy(batch=256, repeats=10),
         "vs_mnrl": bench_vs_mnrl(),
+        "vs_mnrl_variants": bench_variants_vs_mnrl(),
         "memory": bench_memory(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
