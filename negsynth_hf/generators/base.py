@@ -25,6 +25,9 @@ class ChatRequest:
         temperature: sampling temperature; 0 means greedy.
         seed: sampling seed where the backend honours one.
         prompt_version: id of the prompt template that rendered ``messages``; part of the cache key.
+        top_logprobs: alternatives per generated token to return with their log-probabilities (0: none). The
+            reply then carries ``extra["logprobs"]``: one ``{"token", "logprob", "top": {token: logprob}}``
+            per generated token (backends that cannot give them leave it out; a judge then counts votes).
     """
 
     messages: tuple[dict[str, str], ...]
@@ -34,6 +37,7 @@ class ChatRequest:
     temperature: float = 0.2
     seed: int | None = None
     prompt_version: str = ""
+    top_logprobs: int = 0
 
 
 @dataclass

@@ -48,6 +48,8 @@ def request_key(request: ChatRequest, *, model_id: str, extra: dict[str, Any] | 
         "seed": request.seed,
         "backend": extra or {},
     }
+    if request.top_logprobs:  # only when asked for, so keys of plain requests are unchanged
+        payload["top_logprobs"] = int(request.top_logprobs)
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     # surrogatepass: a lone surrogate in one row must not make its key (and with it the whole batch) fail
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
@@ -223,6 +225,15 @@ class CachingGenerator:
     @property
     def model_id(self) -> str:
         return self.inner.model_id
+
+    @property
+    def context_window(self) -> int | None:
+        """The wrapped generator's context window (``None`` when it declares none)."""
+        return getattr(self.inner, "context_window", None)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts under the wrapped generator's tokenizer (only when it has a ``context_window``)."""
+        return self.inner.count_tokens(texts)  # type: ignore[attr-defined]
 
     @property
     def stats(self) -> dict[str, int]:

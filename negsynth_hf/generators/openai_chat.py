@@ -71,6 +71,20 @@ def _ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
+def _token_logprobs(data: Any) -> list[dict[str, Any]] | None:
+    """OpenAI's ``choices[0].logprobs`` as ``[{"token", "logprob", "top": {token: logprob}}]`` (None if absent)."""
+    content = data.get("content") if isinstance(data, dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for entry in content:
+        if not isinstance(entry, dict) or "token" not in entry:
+            continue
+        top = {t["token"]: float(t["logprob"]) for t in entry.get("top_logprobs") or [] if "token" in t}
+        out.append({"token": entry["token"], "logprob": float(entry.get("logprob", 0.0)), "top": top})
+    return out
+
+
 class OpenAIChatGenerator:
     """A :class:`ChatGenerator` speaking the OpenAI chat-completions protocol.
 
@@ -169,6 +183,9 @@ class OpenAIChatGenerator:
         }
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = int(request.top_logprobs)
         schema = request.json_schema
         if schema is not None:
             if self.response_format == "json_schema":
@@ -286,6 +303,9 @@ class OpenAIChatGenerator:
         extra = {"attempts": attempts, "finish_reason": choice.get("finish_reason")}
         if not isinstance(text, str):
             return ChatResponse(text=None, error="response has no text content", latency_s=latency, extra=extra)
+        logprobs = _token_logprobs(choice.get("logprobs"))
+        if logprobs is not None:
+            extra["logprobs"] = logprobs
         return ChatResponse(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),

@@ -36,6 +36,8 @@ class RowStats:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     max_attempts: int = 0
+    #: stage -> attempts each of this row's tasks of that stage took (negative: failed after that many)
+    stage_attempts: dict[str, list[int]] = field(default_factory=dict)
     rejected: list[ChatRequest] = field(default_factory=list, repr=False)
 
 
@@ -124,6 +126,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
                 value, error = None, f"internal parse error: {type(exc).__name__}: {exc}"
             if error is None and value is not None:
                 task.value, task.error = value, None
+                st.stage_attempts.setdefault(task.stage, []).append(task.attempts)
             else:
                 task.error, task.previous = error or "no value", resp.text
                 task.rejected.append(request)
@@ -131,3 +134,4 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
         pending = still
     for task in pending:  # failed for good: its rejected replies must not be replayed by a rerun
         stats[task.row].rejected.extend(task.rejected)
+        stats[task.row].stage_attempts.setdefault(task.stage, []).append(-task.attempts)

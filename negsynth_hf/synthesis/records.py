@@ -73,6 +73,10 @@ class SynthesisResult:
         analysis: the counterfactual analysis, or the query-edit attempts; ``None`` for naive.
         duplicates_removed: generated negatives dropped as duplicates of another in the row.
         notes: non-fatal issues (a negative dropped for an unknown node id, a rejected edit...).
+        trimmed_tokens: prompt tokens cut from the positive/candidates to fit the model's context.
+        dropped_candidates: mined candidates left out of prompts to fit the model's context.
+        stage_attempts: stage -> attempts each of the row's calls of that stage took (negative: it failed after
+            that many); ``1`` is a reply valid on the first attempt.
     """
 
     negatives: list[SynthesizedNegative] = field(default_factory=list)
@@ -88,6 +92,9 @@ class SynthesisResult:
     prompt_tokens: int = 0
     duplicates_removed: int = 0
     notes: list[str] = field(default_factory=list)
+    trimmed_tokens: int = 0
+    dropped_candidates: int = 0
+    stage_attempts: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .edits import apply_replacement, diff_one_place, plain_edit, plain_text, split_passages
 from .engine import CallSettings, Plan, RowStats, Task, run_tasks
+from .fitting import Fitted, TokenBudget, fit_prompt
 from .parsing import extract_json, parse_reply
 from .profiles import DatasetProfile
 from .prompts import (
@@ -46,6 +47,7 @@ from .schemas import (
     NaivePassages,
     QueryEdit,
     generation_schema,
+    max_tokens_for,
     naive_schema,
 )
 
@@ -64,6 +66,30 @@ class Context:
     max_chars: int
     query_editor: str = "llm"  # query_edit only: "llm", "rules" or "llm_then_rules"
     prompt_version: str = ""  # the synthesizer's version id (query_edit's depends on the editor)
+    budget: TokenBudget | None = None  # the generator's context window and tokenizer (None: not fitted)
+
+    def fit(
+        self,
+        row: int,
+        render: Callable[[str, Sequence[str]], tuple[dict[str, str], ...]],
+        candidates: Sequence[str],
+        schema: dict[str, Any],
+    ) -> Fitted:
+        """Fit one request of ``row`` to the context (counted in the row's result), see ``fitting``."""
+        item, result = self.items[row], self.results[row]
+        assert item is not None
+        reply = max_tokens_for(schema)
+        if self.settings.max_new_tokens is not None:
+            reply = min(reply, self.settings.max_new_tokens)
+        fitted = fit_prompt(render, item.positive, candidates, reply_tokens=reply, budget=self.budget)
+        if fitted.trimmed_tokens or fitted.dropped_candidates:
+            result.trimmed_tokens += fitted.trimmed_tokens
+            result.dropped_candidates += fitted.dropped_candidates
+            result.notes.append(
+                f"context: {fitted.trimmed_tokens} prompt tokens trimmed ({fitted.dropped_candidates} candidate(s) "
+                f"dropped) to fit the {self.budget.window if self.budget else 0}-token context"
+            )
+        return fitted
 
     def rows(self) -> list[int]:
         return [i for i, item in enumerate(self.items) if item is not None and self.results[i].failure_reason is None]
@@ -133,13 +159,17 @@ def counterfactual_plan(ctx: Context) -> Plan:
     for row in ctx.rows():
         item = ctx.items[row]
         assert item is not None
+
+        def render(positive: str, _: Sequence[str], item: SynthesisInput = item) -> tuple[dict[str, str], ...]:
+            return counterfactual_analysis_messages(
+                item.query, positive, title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
+            )
+
         analysis_tasks.append(
             Task(
                 row=row,
                 stage="analysis",
-                messages=counterfactual_analysis_messages(
-                    item.query, item.positive, title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
-                ),
+                messages=ctx.fit(row, render, (), ANALYSIS_SCHEMA).messages,
                 schema_name="analysis",
                 schema=ANALYSIS_SCHEMA,
                 parse=lambda text: _as_pair(parse_reply(text, Analysis)),
@@ -158,31 +188,7 @@ def counterfactual_plan(ctx: Context) -> Plan:
         result.analysis = analysis.with_ids()
         item = ctx.items[task.row]
         assert item is not None
-        cands = [c for _, c in ctx.candidates[task.row]]
-        generation_tasks.append(
-            Task(
-                row=task.row,
-                stage="generation",
-                messages=counterfactual_generation_messages(
-                    item.query,
-                    item.positive,
-                    title=item.title,
-                    analysis=result.analysis,
-                    candidates=cands,
-                    profile=ctx.profile,
-                    num_negatives=ctx.num_negatives,
-                    max_chars=ctx.max_chars,
-                ),
-                schema_name="generation",
-                schema=generation_schema(
-                    [n.id for n in analysis.requirements if n.critical],
-                    num_candidates=len(cands),
-                    num_negatives=ctx.num_negatives,
-                ),
-                parse=_generation_parser(analysis, len(cands)),
-                prompt_version=f"{version}:generation",
-            )
-        )
+        generation_tasks.append(_generation_task(ctx, task.row, analysis))
     yield from run_tasks(generation_tasks, ctx.settings, ctx.stats)
 
     for task in generation_tasks:
@@ -217,6 +223,39 @@ def counterfactual_plan(ctx: Context) -> Plan:
                 )
             )
         finalize_row(ctx, task.row, negatives)
+
+
+def _generation_task(ctx: Context, row: int, analysis: Analysis) -> Task:
+    """Stage 2 of one row, fitted to the context; its schema offers exactly the critical ids and kept candidates."""
+    item, shown = ctx.items[row], ctx.results[row].analysis
+    assert item is not None and shown is not None
+    critical = [n.id for n in analysis.requirements if n.critical]
+    cands = [c for _, c in ctx.candidates[row]]
+
+    def render(positive: str, candidates: Sequence[str]) -> tuple[dict[str, str], ...]:
+        return counterfactual_generation_messages(
+            item.query,
+            positive,
+            title=item.title,
+            analysis=shown,
+            candidates=candidates,
+            profile=ctx.profile,
+            num_negatives=ctx.num_negatives,
+            max_chars=ctx.max_chars,
+        )
+
+    full = generation_schema(critical, num_candidates=len(cands), num_negatives=ctx.num_negatives)
+    fitted = ctx.fit(row, render, cands, full)
+    n_kept = len(cands) - fitted.dropped_candidates
+    return Task(
+        row=row,
+        stage="generation",
+        messages=fitted.messages,
+        schema_name="generation",
+        schema=generation_schema(critical, num_candidates=n_kept, num_negatives=ctx.num_negatives),
+        parse=_generation_parser(analysis, n_kept),
+        prompt_version=f"{PROMPT_VERSIONS['counterfactual']}:generation",
+    )
 
 
 def _as_pair(outcome: Any) -> tuple[Any, str | None]:

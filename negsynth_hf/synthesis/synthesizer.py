@@ -9,6 +9,7 @@ from typing import Any
 from ..generators.base import ChatGenerator, ChatRequest, ChatResponse
 from .config import QUERY_EDITORS, QueryEditor, Strategy, SynthesisConfig
 from .engine import CallSettings, Plan, RowStats
+from .fitting import TokenBudget
 from .profiles import get_profile
 from .quality import normalize
 from .records import SynthesisInput, SynthesisResult
@@ -105,6 +106,7 @@ class Synthesizer:
             max_chars=self.max_passage_chars,
             query_editor=self.query_editor,
             prompt_version=self.prompt_version,
+            budget=TokenBudget.of(self.generator),
         )
         for i, raw in enumerate(items):
             try:
@@ -138,6 +140,7 @@ class Synthesizer:
         for result, st in zip(ctx.results, ctx.stats, strict=True):
             result.llm_calls, result.cached_calls = st.llm_calls, st.cached_calls
             result.completion_tokens, result.prompt_tokens = st.completion_tokens, st.prompt_tokens
+            result.stage_attempts = st.stage_attempts
             result.attempts = st.max_attempts
             if result.failure_reason is None and not result.negatives:
                 result.failure_reason = "no usable negative was produced"
