@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+#: edit kinds a profile may name in ``relevant_edit_kinds`` (the rule editor's types and the LLM editor's labels)
+EDIT_KINDS = ("number", "population", "entity", "direction", "time", "place", "condition", "setting", "other")
+
 
 @dataclass(frozen=True)
 class DatasetProfile:
@@ -26,6 +29,11 @@ class DatasetProfile:
         query_kind: what a "query" is here (a question, a claim, a keyword search...).
         document_kind: what a document is (a Wikipedia paragraph, a paper abstract...).
         extra_instructions: optional corpus-specific guidance appended to generation prompts.
+        relevant_edit_kinds: one-detail query edits (of :data:`EDIT_KINDS`) whose passage is still RELEVANT to
+            the original query in this collection, so the rule editor and the LLM edit prompt avoid them and the
+            guard masks them. Scientific claim retrieval: a passage for the direction-flipped claim refutes the
+            original claim, and refuting evidence is judged relevant there. Left out of :meth:`to_dict` (and so
+            of :attr:`hash`) when empty, so profiles that do not set it keep their hashes and caches.
     """
 
     name: str
@@ -34,9 +42,19 @@ class DatasetProfile:
     query_kind: str = "query"
     document_kind: str = "passage"
     extra_instructions: str = ""
+    relevant_edit_kinds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        kinds = self.relevant_edit_kinds
+        if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+            raise ValueError(f"DatasetProfile.relevant_edit_kinds must be a list of strings, got {kinds!r}")
+        unknown = sorted(set(kinds) - set(EDIT_KINDS))
+        if unknown:
+            raise ValueError(f"DatasetProfile.relevant_edit_kinds: unknown kind(s) {unknown}; valid: {list(EDIT_KINDS)}")
+        object.__setattr__(self, "relevant_edit_kinds", tuple(kinds))
         for f in fields(self):
+            if f.name == "relevant_edit_kinds":
+                continue
             if not isinstance(getattr(self, f.name), str):
                 raise TypeError(f"DatasetProfile.{f.name} must be a string, got {type(getattr(self, f.name)).__name__}")
         if not self.name.strip() or not self.relevance_definition.strip() or not self.style.strip():
@@ -62,8 +80,12 @@ class DatasetProfile:
             raise ValueError("A DatasetProfile YAML document must be a mapping of field -> text")
         return cls.from_dict(data)
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = asdict(self)
+        kinds = out.pop("relevant_edit_kinds")
+        if kinds:
+            out["relevant_edit_kinds"] = list(kinds)
+        return out
 
     @property
     def hash(self) -> str:
@@ -149,6 +171,35 @@ BUILTIN_PROFILES: dict[str, DatasetProfile] = {
             ),
             query_kind="scientific claim",
             document_kind="paper abstract",
+            relevant_edit_kinds=("direction",),
+        ),
+        DatasetProfile(
+            name="aeronautics",
+            relevance_definition=(
+                "An abstract is relevant to a question when it bears on the question's specific problem (the same "
+                "flow regime, configuration or quantity) by results, methods or necessary background; abstracts on "
+                "the general subject that do not bear on that problem are not relevant."
+            ),
+            style=(
+                "An aeronautics research abstract of the 1950s-60s: formal, technical, about flows, bodies, wings, "
+                "heat transfer and structures, with methods and findings; 80-250 words."
+            ),
+            query_kind="research question",
+            document_kind="aeronautics paper abstract",
+        ),
+        DatasetProfile(
+            name="information_science",
+            relevance_definition=(
+                "A document is relevant to an information request when it discusses the topic the requester "
+                "describes, as a librarian would judge (broad topical relevance), even if it does not answer a "
+                "specific question; documents on other library or information-science topics are not relevant."
+            ),
+            style=(
+                "An abstract or summary of an information-science or librarianship publication: formal, about "
+                "indexing, retrieval, classification, libraries, citation or documentation; 60-200 words."
+            ),
+            query_kind="information request",
+            document_kind="information-science document",
         ),
     )
 }

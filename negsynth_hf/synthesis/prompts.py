@@ -17,7 +17,7 @@ from typing import Any
 from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v2"}
+PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v3"}  # qe-v3: profile-avoided edit kinds
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
@@ -46,6 +46,31 @@ QUERY_EDIT_FOCUS = (
     "the direction of the effect (increases/decreases, causes/prevents, more/less)",
     "a time, place or condition",
 )
+#: which QUERY_EDIT_FOCUS entry asks for which edit kind (a profile's ``relevant_edit_kinds`` drop focuses)
+_FOCUS_KINDS = {QUERY_EDIT_FOCUS[0]: "number", QUERY_EDIT_FOCUS[1]: "population", QUERY_EDIT_FOCUS[3]: "direction"}
+_AVOID_WORDING = {
+    "direction": "the direction of the effect (increases/decreases, causes/prevents, has/lacks, adding or removing a "
+    "negation)",
+    "number": "a number or amount",
+    "population": "the population or organism",
+}
+
+
+def query_edit_focuses(profile: DatasetProfile) -> tuple[str, ...]:
+    """The edit focuses the LLM editor cycles through, without those asking for a kind the profile marks relevant."""
+    avoid = set(profile.relevant_edit_kinds)
+    return tuple(f for f in QUERY_EDIT_FOCUS if _FOCUS_KINDS.get(f) not in avoid) or QUERY_EDIT_FOCUS
+
+
+def _avoid_line(profile: DatasetProfile) -> str:
+    """Why some edits are off limits: their passage would still be relevant to the original query here."""
+    if not profile.relevant_edit_kinds:
+        return ""
+    kinds = "; ".join(_AVOID_WORDING.get(k, k) for k in profile.relevant_edit_kinds)
+    return (
+        f"Do NOT change {kinds}: in this corpus a document about such an edited {profile.query_kind} is still "
+        f"relevant to the original one.\n"
+    )
 
 
 def escape_data(text: str, *, max_chars: int | None = None) -> str:
@@ -178,7 +203,7 @@ def naive_messages(
     return _messages(system, user)
 
 
-# --------------------------------------------------------------------------- query edit (qe-v2)
+# --------------------------------------------------------------------------- query edit (qe-v3)
 
 
 def query_edit_messages(
@@ -190,6 +215,7 @@ def query_edit_messages(
         f"{_tag('query', query, max_chars=max_chars)}\n\n"
         f"Pick ONE detail of this {profile.query_kind} ({focus}) and give a different, plausible value for it, "
         "so that it is about something else. Copy the words you change exactly from the text.\n"
+        f"{_avoid_line(profile)}"
         'Example: for "Aspirin lowers the risk of stroke in adults." one answer is '
         '{"original": "adults", "replacement": "children", "edit_type": "population"}\n'
         'Reply with JSON only: {"original": "...", "replacement": "...", '

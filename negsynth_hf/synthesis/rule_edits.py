@@ -12,19 +12,22 @@ Operator preference (earlier first; the K edits round-robin over the types prese
 collections (SciFact, climate-fever) a passage answering the flipped claim may *refute* the original
 claim, and refuting abstracts are judged relevant there, so such a "negative" can be a false negative.
 They are therefore used only when no other operator supplies enough edits, and are typed ``direction``
-so that callers can drop them.
+so that callers can drop them: a profile's ``relevant_edit_kinds`` (``scientific``: direction) are passed as
+``avoid`` and never made. :func:`edit_kind` types any change span (an LLM's too, whatever it calls it), so the
+guard can mask an avoided kind that an LLM editor made anyway.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .edits import diff_one_place
 
 #: bump when operators or lexicons change (goes into the prompt version / cache keys)
-RULE_EDITS_VERSION = "rules-v2"
+RULE_EDITS_VERSION = "rules-v3"  # v3: profile-avoided edit kinds (avoid=...)
 #: preference order of the edit types; ``direction`` last on purpose (see the module docstring)
 EDIT_TYPE_ORDER = ("number", "population", "setting", "direction")
 
@@ -181,16 +184,18 @@ def _candidates(query: str) -> list[_Candidate]:
     return out
 
 
-def rule_edits(query: str, k: int, *, seed: int = 0) -> list[RuleEdit]:
+def rule_edits(query: str, k: int, *, seed: int = 0, avoid: Collection[str] = ()) -> list[RuleEdit]:
     """Up to ``k`` distinct one-span edits of ``query``; ``[]`` when no operator applies.
 
     Types alternate in :data:`EDIT_TYPE_ORDER` (so K=2 mixes e.g. a number and a population edit), the
     spans within a type are ordered by ``seed``, and direction flips come only after all other edits.
-    Every returned edit passed :func:`diff_one_place`.
+    Edit types in ``avoid`` (a profile's ``relevant_edit_kinds``) are never made. Every returned edit passed
+    :func:`diff_one_place`.
     """
     by_type: dict[str, list[_Candidate]] = {t: [] for t in EDIT_TYPE_ORDER}
     for cand in _candidates(query):
-        by_type[cand.edit_type].append(cand)
+        if cand.edit_type not in avoid:
+            by_type[cand.edit_type].append(cand)
     ordered: list[_Candidate] = []
     for edit_type in EDIT_TYPE_ORDER:
         cands = by_type[edit_type]
@@ -223,7 +228,38 @@ def rule_edits(query: str, k: int, *, seed: int = 0) -> list[RuleEdit]:
     return out
 
 
-def rule_edit(query: str, k: int, *, seed: int = 0) -> RuleEdit | None:
+def rule_edit(query: str, k: int, *, seed: int = 0, avoid: Collection[str] = ()) -> RuleEdit | None:
     """The k-th (0-based) rule edit of ``query``, or ``None`` when there are not that many."""
-    edits = rule_edits(query, k + 1, seed=seed)
+    edits = rule_edits(query, k + 1, seed=seed, avoid=avoid)
     return edits[k] if len(edits) > k else None
+
+
+#: words whose appearance or disappearance in an edit flips the claim's direction ("has a role" -> "has no role")
+NEGATIONS = frozenset({"no", "not", "never", "none", "neither", "nor", "without", "cannot", "lack", "lacks", "fails"})
+_DIRECTION_TERMS = frozenset(_DIRECTION) | frozenset(t for alts in _DIRECTION.values() for t in alts)
+_KIND_LEXICONS = (("population", _POPULATION), ("setting", _SETTING))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w%.\-]+", text.lower().replace("n't", " not"))
+
+
+def edit_kind(old: str, new: str, declared: str | None = None) -> str:
+    """The kind of a one-span edit ``old -> new``, judged from the words, not from what an editor called it.
+
+    ``direction`` when a negation appears or disappears or a direction term is swapped (an LLM labelling such an
+    edit "other" must not slip past a profile that avoids direction flips); then ``number``, ``population`` and
+    ``setting`` by the rule lexicons; else the ``declared`` kind (or ``"other"``).
+    """
+    wo, wn = _words(old), _words(new)
+    if (set(wo) ^ set(wn)) & NEGATIONS:
+        return "direction"
+    if (set(wo) & _DIRECTION_TERMS) and (set(wn) & _DIRECTION_TERMS) and set(wo) != set(wn):
+        return "direction"
+    if wo and wn and all(re.fullmatch(r"[\d.,%]+", w) for w in wo + wn):
+        return "number"
+    for kind, lexicon in _KIND_LEXICONS:
+        lo, ln = old.strip().lower(), new.strip().lower()
+        if lo in {t.lower() for t in lexicon} and ln in {t.lower() for t in lexicon}:
+            return kind
+    return declared or "other"
