@@ -81,11 +81,7 @@ def mine_negatives(
     """
     from sentence_transformers.util import mine_hard_negatives
 
-    if num_negatives < 1:
-        raise ValueError(f"num_negatives must be >= 1 to mine, got {num_negatives}.")
-    for column in (anchor_column, positive_column):
-        if column not in pairs.column_names:
-            raise ValueError(f"pairs has no column {column!r}; columns: {pairs.column_names}.")
+    _check_inputs(pairs, num_negatives, (anchor_column, positive_column))
     settings = {
         "num_negatives": num_negatives,
         "range_min": range_min,
@@ -97,18 +93,7 @@ def mine_negatives(
         "sampling_strategy": sampling_strategy,
         "use_faiss": False,
     }
-    slim = pairs.select_columns([anchor_column, positive_column])
-    extra = 0
-    if known_positives is not None:
-        if len(known_positives) != len(pairs):
-            raise ValueError(
-                f"known_positives has {len(known_positives)} rows but pairs has {len(pairs)}; give one list per row."
-            )
-        extra = max(
-            (len(set(k) - {p}) for k, p in zip(known_positives, pairs[positive_column], strict=True)), default=0
-        )
-        if range_max is not None:  # mine_hard_negatives needs num_negatives <= range_max - range_min
-            extra = max(0, min(extra, range_max - range_min - num_negatives))
+    extra = _extra_candidates(pairs[positive_column], known_positives, num_negatives, range_min, range_max)
     buffer = io.StringIO()
     # mine_hard_negatives only returns texts; with a cache folder it also saves the embeddings it computed,
     # which we read back so later stages never re-embed the corpus (a temporary folder when caching is off)
@@ -116,7 +101,7 @@ def mine_negatives(
     folder = cache_folder or tmp.name  # type: ignore[union-attr]
     with contextlib.redirect_stdout(buffer) if not verbose else contextlib.nullcontext():
         mined = mine_hard_negatives(
-            slim,
+            pairs.select_columns([anchor_column, positive_column]),
             model,
             anchor_column_name=anchor_column,
             positive_column_name=positive_column,
@@ -130,15 +115,69 @@ def mine_negatives(
             **{k: v for k, v in settings.items() if k not in ("use_faiss", "num_negatives")},
             num_negatives=num_negatives + extra,
         )
+    found = _by_pair(mined[anchor_column], mined[positive_column], mined["scores"])
+    result = _per_row(pairs[anchor_column], pairs[positive_column], found, known_positives, num_negatives)
+    queries = list(dict.fromkeys(pairs[anchor_column]))
+    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
+    result.query_embeddings = _read_cached(folder, "query", model, queries)
+    result.document_embeddings = _read_cached(folder, "corpus", model, docs)
+    if tmp is not None:
+        tmp.cleanup()
+    result.settings = settings
+    result.log = buffer.getvalue()
+    return result
+
+
+def _check_inputs(pairs: Any, num_negatives: int, columns: Sequence[str]) -> None:
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1 to mine, got {num_negatives}.")
+    for column in columns:
+        if column not in pairs.column_names:
+            raise ValueError(f"pairs has no column {column!r}; columns: {pairs.column_names}.")
+
+
+def _extra_candidates(
+    positives: Sequence[str],
+    known_positives: Sequence[Sequence[str]] | None,
+    num_negatives: int,
+    range_min: int,
+    range_max: int | None,
+) -> int:
+    """How many more candidates to mine per row so that dropping known positives still leaves enough."""
+    if known_positives is None:
+        return 0
+    if len(known_positives) != len(positives):
+        raise ValueError(
+            f"known_positives has {len(known_positives)} rows but pairs has {len(positives)}; give one list per row."
+        )
+    extra = max((len(set(k) - {p}) for k, p in zip(known_positives, positives, strict=True)), default=0)
+    if range_max is not None:  # mine_hard_negatives needs num_negatives <= range_max - range_min
+        extra = max(0, min(extra, range_max - range_min - num_negatives))
+    return extra
+
+
+def _by_pair(
+    queries: Sequence[str], docs: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]
+) -> dict[tuple[str, str], tuple[list[str], list[float]]]:
+    """``(query, positive) -> (negatives, scores)`` from the labeled-list output."""
     found: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
-    for query, docs, scores in zip(mined[anchor_column], mined[positive_column], mined["scores"], strict=True):
+    for query, row_docs, row_scores in zip(queries, docs, scores, strict=True):
         # labeled-list: docs = [positive, neg_1, ...], scores = [pos_score, neg_1_score, ...]
-        found[(query, docs[0])] = (list(docs[1:]), [float(s) for s in scores[1:]])
-    negatives: list[list[str]] = []
-    scores_out: list[list[float]] = []
-    short = empty = 0
+        found[(query, row_docs[0])] = (list(row_docs[1:]), [float(s) for s in row_scores[1:]])
+    return found
+
+
+def _per_row(
+    queries: Sequence[str],
+    positives: Sequence[str],
+    found: dict[tuple[str, str], tuple[list[str], list[float]]],
+    known_positives: Sequence[Sequence[str]] | None,
+    num_negatives: int,
+) -> MiningResult:
+    """Re-attach the mined lists to the input rows, without each row's known positives, and count shortfalls."""
+    result = MiningResult(negatives=[], scores=[], num_negatives=num_negatives)
     excluded = 0
-    for i, (query, positive) in enumerate(zip(pairs[anchor_column], pairs[positive_column], strict=True)):
+    for i, (query, positive) in enumerate(zip(queries, positives, strict=True)):
         negs, scs = found.get((query, positive), ([], []))
         if known_positives is not None and known_positives[i]:
             skip = set(known_positives[i])
@@ -146,28 +185,12 @@ def mine_negatives(
             kept = [(t, sc) for t, sc in zip(negs, scs, strict=True) if t not in skip]
             negs, scs = [t for t, _ in kept], [sc for _, sc in kept]
         negs, scs = negs[:num_negatives], scs[:num_negatives]
-        short += len(negs) < num_negatives
-        empty += not negs
-        negatives.append(negs)
-        scores_out.append(scs)
-    queries = list(dict.fromkeys(pairs[anchor_column]))
-    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
-    query_emb = _read_cached(folder, "query", model, queries)
-    doc_emb = _read_cached(folder, "corpus", model, docs)
-    if tmp is not None:
-        tmp.cleanup()
-    return MiningResult(
-        known_positives_excluded=excluded if known_positives is not None else None,
-        query_embeddings=query_emb,
-        document_embeddings=doc_emb,
-        negatives=negatives,
-        scores=scores_out,
-        num_negatives=num_negatives,
-        rows_short=short,
-        rows_empty=empty,
-        settings=settings,
-        log=buffer.getvalue(),
-    )
+        result.rows_short += len(negs) < num_negatives
+        result.rows_empty += not negs
+        result.negatives.append(negs)
+        result.scores.append(scs)
+    result.known_positives_excluded = excluded if known_positives is not None else None
+    return result
 
 
 def _read_cached(folder: str, kind: str, model: Any, texts: list[str]) -> dict[str, Any]:

@@ -24,6 +24,23 @@ def _mass(x: float) -> str:
 
 
 def render_markdown(report: DiagnosticsReport) -> str:
+    """The report as one Markdown page: overview, then one section per question, then the figures."""
+    lines = [
+        *_overview(report),
+        *_spectrum_section(report),
+        *_shortcut_section(report),
+        *_false_negative_section(report),
+        *_hardness_section(report),
+    ]
+    if report.figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f}]({f})" for f in report.figures]
+    lines += ["", f"_Computed in {report.seconds:.1f} s._", ""]
+    return "\n".join(lines)
+
+
+def _overview(report: DiagnosticsReport) -> list[str]:
+    """Model, sample and the slot counts per source, with the report's notes."""
     s = report.settings
     lines = [
         "# Gap diagnostics",
@@ -41,8 +58,12 @@ def render_markdown(report: DiagnosticsReport) -> str:
         )
     for note in report.notes:
         lines += ["", f"> {note}"]
+    return lines
 
-    lines += ["", "## Similarity spectrum", "", "Cosine similarity of query and document (model's own view).", ""]
+
+def _spectrum_section(report: DiagnosticsReport) -> list[str]:
+    """Query-document similarity by source, raw and weighted."""
+    lines = ["", "## Similarity spectrum", "", "Cosine similarity of query and document (model's own view).", ""]
     lines += [
         "| | n (raw) | mass (weighted) | mean raw | mean weighted | p05 / p50 / p95 raw | p05 / p50 / p95 weighted |"
     ]
@@ -54,8 +75,12 @@ def render_markdown(report: DiagnosticsReport) -> str:
             f"{_f(r.quantiles['p05'])} / {_f(r.quantiles['p50'])} / {_f(r.quantiles['p95'])} | "
             f"{_f(w.quantiles['p05'])} / {_f(w.quantiles['p50'])} / {_f(w.quantiles['p95'])} |"
         )
+    return lines
 
-    lines += [
+
+def _shortcut_section(report: DiagnosticsReport) -> list[str]:
+    """Source probes and mutual information: can the source be told apart?"""
+    lines = [
         "",
         "## Shortcut strength",
         "",
@@ -87,14 +112,18 @@ def render_markdown(report: DiagnosticsReport) -> str:
                 f"{_f(m.mi_corrected_bits, 4)} | {_f(m.shuffled_mean_bits, 4)} / {_f(m.shuffled_p95_bits, 4)} | "
                 f"{_f(m.source_entropy_bits)} | {_f(m.normalized)} |"
             )
+    return lines
 
+
+def _false_negative_section(report: DiagnosticsReport) -> list[str]:
+    """Negatives at or above the positive, or within the margin, and the riskiest examples."""
     fn = report.false_negatives
     margin = []
     if fn.absolute_margin is not None:
         margin.append(f"sim(q,neg) > sim(q,pos) - {fn.absolute_margin}")
     if fn.relative_margin is not None:
         margin.append(f"sim(q,neg) > sim(q,pos) - |sim(q,pos)| * {fn.relative_margin}")
-    lines += [
+    lines = [
         "",
         "## False-negative risk",
         "",
@@ -126,9 +155,13 @@ def render_markdown(report: DiagnosticsReport) -> str:
             lines.append(
                 f"| {e.row} | {e.column} | {e.source} | {_f(e.weight, 2)} | {_f(e.sim_q_neg)} | {_f(e.sim_q_pos)} | {q} | {n} |"
             )
+    return lines
 
+
+def _hardness_section(report: DiagnosticsReport) -> list[str]:
+    """Where each negative sits in its row's mined-negative spectrum."""
     h = report.hardness
-    lines += [
+    lines = [
         "",
         "## Hardness",
         "",
@@ -146,8 +179,4 @@ def render_markdown(report: DiagnosticsReport) -> str:
                 f"{_f(summ.quantiles['p75'])} | {_pct(h.share_above_all_mined[view][name])} | "
                 f"{_pct(h.share_below_all_mined[view][name])} | {h.undefined[name]} |"
             )
-    if report.figures:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{f}]({f})" for f in report.figures]
-    lines += ["", f"_Computed in {report.seconds:.1f} s._", ""]
-    return "\n".join(lines)
+    return lines

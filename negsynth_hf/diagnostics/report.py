@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from negsynth_hf.diagnostics.spectrum import (
 )
 from negsynth_hf.embeddings import embed_rows
 from negsynth_hf.labels import LABEL_COLUMN
+
+if TYPE_CHECKING:
+    from negsynth_hf.stages.assemble import SlotRecord
 
 TRUNCATE = 160
 
@@ -413,85 +417,25 @@ def diagnose(
         A :class:`DiagnosticsReport`.
     """
     start = time.perf_counter()
-    if isinstance(model, (str, Path)):
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(model))
+    model = _load_model(model)
     neg_cols = negative_columns(dataset.column_names)
-    labels_column = LABEL_COLUMN if LABEL_COLUMN in dataset.column_names else None
-    if labels_column is not None and num_generated is not None:
-        raise ValueError(
-            "Pass num_generated only for datasets without a 'labels' column: the labels already say which negatives are generated."
-        )
+    labels_column = _labels_column(dataset, num_generated)
     rows_total = len(dataset)
-    row_ids = np.arange(rows_total)
-    if max_rows is not None and rows_total > max_rows:
-        row_ids = np.sort(np.random.default_rng(seed).choice(rows_total, size=max_rows, replace=False))
-    subset = dataset.select(row_ids.tolist()) if len(row_ids) != rows_total else dataset
-    cols = ["anchor", "positive", *neg_cols] + ([labels_column] if labels_column else [])
-    rows = subset.select_columns(cols).to_dict()
+    row_ids = _sample_rows(rows_total, max_rows, seed)
+    rows = _read_rows(dataset, row_ids, ["anchor", "positive", *neg_cols] + ([labels_column] if labels_column else []))
     table = read_negatives(rows, row_ids.tolist(), neg_cols, labels_column=labels_column, num_generated=num_generated)
-    masked = np.zeros(table.row.size, dtype=bool)
-    if provenance is not None:
-        masked = apply_provenance(table, provenance)
-
+    masked = apply_provenance(table, provenance) if provenance is not None else np.zeros(table.row.size, dtype=bool)
     anchors = [str(a) for a in rows["anchor"]]
     positives = [str(p) for p in rows["positive"]]
-    q_emb = embed_rows(model, anchors, query=True, batch_size=batch_size, show_progress_bar=show_progress_bar)
-    valid_idx = np.flatnonzero(table.valid)
-    doc_texts = positives + [table.text[i] for i in valid_idx]
-    d_emb = embed_rows(model, doc_texts, query=False, batch_size=batch_size, show_progress_bar=show_progress_bar)
-    p_emb, n_emb = d_emb[: len(positives)], d_emb[len(positives) :]
-    pos_sims = np.einsum("ij,ij->i", q_emb, p_emb).astype(np.float64)
-
-    n_cols = len(neg_cols)
-    local_row = np.repeat(np.arange(len(row_ids)), n_cols)
-    table.sim = np.full(table.row.size, np.nan)
-    table.sim[valid_idx] = np.einsum("ij,ij->i", q_emb[local_row[valid_idx]], n_emb)
-    table.sim_pos = pos_sims[local_row]
-    table.embedding = np.zeros((table.row.size, d_emb.shape[1]), dtype=np.float32)
-    table.embedding[valid_idx] = n_emb
-
-    counts: dict[str, dict[str, int]] = {}
-    for name, flag in zip(SOURCES, (False, True), strict=True):
-        src = table.is_generated == flag
-        counts[name] = {
-            "slots": int(src.sum()),
-            "non_empty": int((src & table.valid).sum()),
-            "empty": int((src & table.empty).sum()),
-            "zero_weight": int((src & table.valid & (table.weight <= 0)).sum()),
-            "masked_by_guard": int((src & masked).sum()),
-        }
-    notes: list[str] = []
-    zero_with_text = sum(c["zero_weight"] for c in counts.values())
-    if provenance is None and zero_with_text:
-        notes.append(
-            f"{zero_with_text} weight-0 slots hold text and are counted in the raw view. If they are fillers "
-            "(build_dataset puts another negative's text in masked/filled slots), pass provenance= to skip "
-            "fillers and see the rejected generated texts instead."
-        )
-    if counts["generated"]["non_empty"] == 0:
-        notes.append(
-            "No generated negatives found (no 'labels' column and no num_generated, or none flagged): "
-            "source probes and mutual information need both sources and are undefined."
-        )
-
-    from negsynth_hf.probe import surface_features
-
-    shortcut = ShortcutSection(
-        probes={
-            "embedding": _probe(table.embedding, "embedding", table, seed=seed, n_splits=probe_splits),
-            "surface": _probe(surface_features(table.text), "surface", table, seed=seed, n_splits=probe_splits),
-        },
-        mutual_information=_mutual_info(table, n_bins=n_bins, n_shuffles=n_shuffles, seed=seed),
+    pos_sims = _embed_into(
+        table, model, anchors, positives, n_cols=len(neg_cols), batch_size=batch_size, progress=show_progress_bar
     )
-    hardness, _, _ = _hardness(table)
-    model_name = _model_name(model)
+    counts = _counts(table, masked)
     report = DiagnosticsReport(
-        model=model_name,
+        model=_model_name(model),
         rows_total=rows_total,
         rows_used=len(row_ids),
-        negative_columns=n_cols,
+        negative_columns=len(neg_cols),
         counts=counts,
         settings={
             "absolute_margin": absolute_margin,
@@ -506,7 +450,7 @@ def diagnose(
             "num_generated": num_generated,
         },
         spectrum=_spectrum(table, pos_sims, hist_bins),
-        shortcut=shortcut,
+        shortcut=_shortcut(table, seed=seed, probe_splits=probe_splits, n_bins=n_bins, n_shuffles=n_shuffles),
         false_negatives=_false_negatives(
             table,
             dict(zip(row_ids.tolist(), anchors, strict=True)),
@@ -515,8 +459,8 @@ def diagnose(
             relative_margin=relative_margin,
             max_examples=max_examples,
         ),
-        hardness=hardness,
-        notes=notes,
+        hardness=_hardness(table)[0],
+        notes=_notes(counts, with_provenance=provenance is not None),
         table=table,
         positive_sims=pos_sims,
     )
@@ -526,8 +470,132 @@ def diagnose(
     return report
 
 
+def _load_model(model: Any) -> Any:
+    """A ``SentenceTransformer`` as given, or loaded from a path."""
+    if isinstance(model, (str, Path)):
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(model))
+    return model
+
+
+def _labels_column(dataset: Any, num_generated: int | None) -> str | None:
+    """``labels`` if the dataset has it; then the labels, not ``num_generated``, say which negatives are generated."""
+    labels_column = LABEL_COLUMN if LABEL_COLUMN in dataset.column_names else None
+    if labels_column is not None and num_generated is not None:
+        raise ValueError(
+            "Pass num_generated only for datasets without a 'labels' column: the labels already say which negatives are generated."
+        )
+    return labels_column
+
+
+def _sample_rows(rows_total: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the rows diagnosed: all, or a seeded random sample of ``max_rows``."""
+    if max_rows is not None and rows_total > max_rows:
+        return np.sort(np.random.default_rng(seed).choice(rows_total, size=max_rows, replace=False))
+    return np.arange(rows_total)
+
+
+def _read_rows(dataset: Any, row_ids: np.ndarray, columns: list[str]) -> dict[str, list]:
+    subset = dataset.select(row_ids.tolist()) if len(row_ids) != len(dataset) else dataset
+    return subset.select_columns(columns).to_dict()
+
+
+def _embed_into(
+    table: NegativeTable,
+    model: Any,
+    anchors: list[str],
+    positives: list[str],
+    *,
+    n_cols: int,
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Fill ``table.sim``/``sim_pos``/``embedding`` with the model's view; returns each row's sim(q, pos).
+
+    Positives and negatives are embedded in one call (documents), queries in another, so an asymmetric
+    encoder applies its query and document prompts as it would at retrieval time.
+    """
+    q_emb = embed_rows(model, anchors, query=True, batch_size=batch_size, show_progress_bar=progress)
+    valid_idx = np.flatnonzero(table.valid)
+    doc_texts = positives + [table.text[i] for i in valid_idx]
+    d_emb = embed_rows(model, doc_texts, query=False, batch_size=batch_size, show_progress_bar=progress)
+    p_emb, n_emb = d_emb[: len(positives)], d_emb[len(positives) :]
+    pos_sims = np.einsum("ij,ij->i", q_emb, p_emb).astype(np.float64)
+    local_row = np.repeat(np.arange(len(anchors)), n_cols)  # the table is row-major: n_cols slots per row
+    table.sim = np.full(table.row.size, np.nan)
+    table.sim[valid_idx] = np.einsum("ij,ij->i", q_emb[local_row[valid_idx]], n_emb)
+    table.sim_pos = pos_sims[local_row]
+    table.embedding = np.zeros((table.row.size, d_emb.shape[1]), dtype=np.float32)
+    table.embedding[valid_idx] = n_emb
+    return pos_sims
+
+
+def _counts(table: NegativeTable, masked: np.ndarray) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for name, flag in zip(SOURCES, (False, True), strict=True):
+        src = table.is_generated == flag
+        counts[name] = {
+            "slots": int(src.sum()),
+            "non_empty": int((src & table.valid).sum()),
+            "empty": int((src & table.empty).sum()),
+            "zero_weight": int((src & table.valid & (table.weight <= 0)).sum()),
+            "masked_by_guard": int((src & masked).sum()),
+        }
+    return counts
+
+
+def _notes(counts: dict[str, dict[str, int]], *, with_provenance: bool) -> list[str]:
+    """Warnings for views that may mislead: fillers counted as negatives, or no generated source at all."""
+    notes: list[str] = []
+    zero_with_text = sum(c["zero_weight"] for c in counts.values())
+    if not with_provenance and zero_with_text:
+        notes.append(
+            f"{zero_with_text} weight-0 slots hold text and are counted in the raw view. If they are fillers "
+            "(build_dataset puts another negative's text in masked/filled slots), pass provenance= to skip "
+            "fillers and see the rejected generated texts instead."
+        )
+    if counts["generated"]["non_empty"] == 0:
+        notes.append(
+            "No generated negatives found (no 'labels' column and no num_generated, or none flagged): "
+            "source probes and mutual information need both sources and are undefined."
+        )
+    return notes
+
+
+def _shortcut(table: NegativeTable, *, seed: int, probe_splits: int, n_bins: int, n_shuffles: int) -> ShortcutSection:
+    from negsynth_hf.probe import surface_features
+
+    return ShortcutSection(
+        probes={
+            "embedding": _probe(table.embedding, "embedding", table, seed=seed, n_splits=probe_splits),
+            "surface": _probe(surface_features(table.text), "surface", table, seed=seed, n_splits=probe_splits),
+        },
+        mutual_information=_mutual_info(table, n_bins=n_bins, n_shuffles=n_shuffles, seed=seed),
+    )
+
+
 def apply_provenance(table: NegativeTable, provenance: Any) -> np.ndarray:
     """Skip ``filled`` slots and restore the rejected text of ``masked`` ones; returns the masked mask."""
+    index = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(table.row, table.column, strict=True))}
+    masked = np.zeros(table.row.size, dtype=bool)
+    for slot in slot_records(provenance):
+        i = index.get((int(slot.row), int(str(slot.column).rsplit("_", 1)[-1])))
+        if i is None:
+            continue  # row not in the sample
+        if slot.status == "filled":
+            table.empty[i] = True
+        elif slot.status == "masked" and slot.original_text:
+            table.text[i] = str(slot.original_text)
+            table.empty[i] = not str(slot.original_text).strip()
+            masked[i] = True
+    return masked
+
+
+def slot_records(provenance: Any) -> Iterator[SlotRecord]:
+    """The provenance config's rows as typed records, reading only the fields the diagnostics use."""
+    from negsynth_hf.stages.assemble import SlotRecord  # lazy: the build stages are not needed to diagnose
+
     names = set(provenance.column_names)
     need = {"row", "column", "status"}
     if not need <= names:
@@ -536,20 +604,8 @@ def apply_provenance(table: NegativeTable, provenance: Any) -> np.ndarray:
         )
     cols = ["row", "column", "status"] + (["original_text"] if "original_text" in names else [])
     prov = provenance.select_columns(cols).to_dict()
-    index = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(table.row, table.column, strict=True))}
-    masked = np.zeros(table.row.size, dtype=bool)
-    originals = prov.get("original_text", [None] * len(prov["row"]))
-    for r, col, status, original in zip(prov["row"], prov["column"], prov["status"], originals, strict=True):
-        i = index.get((int(r), int(str(col).rsplit("_", 1)[-1])))
-        if i is None:
-            continue  # row not in the sample
-        if status == "filled":
-            table.empty[i] = True
-        elif status == "masked" and original:
-            table.text[i] = str(original)
-            table.empty[i] = not str(original).strip()
-            masked[i] = True
-    return masked
+    for values in zip(*(prov[c] for c in cols), strict=True):
+        yield SlotRecord(**dict(zip(cols, values, strict=True)))
 
 
 def _model_name(model: Any) -> str:

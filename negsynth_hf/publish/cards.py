@@ -160,26 +160,8 @@ def model_card(
 ) -> ModelCard:
     """The model card (merged model or adapter): base model, datasets, loss config, model-index, usage, limits."""
     model_name = repo_id.split("/")[-1]
-    eval_results: list[EvalResult] = []
-    trained = eval_result.scores("trained") if eval_result else None
-    if eval_result is not None and trained:
-        for label, _, metric_type in METRICS:
-            eval_results.append(
-                EvalResult(
-                    task_type="information-retrieval",
-                    task_name="Information Retrieval",
-                    dataset_type=eval_dataset_id or eval_result.dataset,  # what was evaluated, not the train set
-                    dataset_name=source_name or eval_result.dataset,
-                    dataset_split=eval_result.split,
-                    metric_type=metric_type,
-                    metric_name=label,
-                    metric_value=round(trained[label], 4),
-                )
-            )
-    tags = list(MODEL_TAGS) + [f"loss:{train_result.loss_name}"]
-    if is_adapter:
-        tags += ["peft", "lora"]
-    extra: dict[str, Any] = {"base_model_relation": "adapter" if is_adapter else "finetune"}
+    eval_results = _eval_results(eval_result, eval_dataset_id=eval_dataset_id, source_name=source_name)
+    tags = list(MODEL_TAGS) + [f"loss:{train_result.loss_name}"] + (["peft", "lora"] if is_adapter else [])
     data = ModelCardData(
         base_model=base_model_id,
         datasets=[dataset_repo_id] if dataset_repo_id else None,
@@ -191,19 +173,9 @@ def model_card(
         model_name=model_name,
         pipeline_tag="sentence-similarity",
         tags=tags,
-        **extra,
+        base_model_relation="adapter" if is_adapter else "finetune",
     )
     hp = train_result.hyperparameters
-    lora = (
-        {
-            "r": hp.get("lora_r"),
-            "alpha": hp.get("lora_alpha"),
-            "dropout": hp.get("lora_dropout"),
-            "target_modules": hp.get("lora_target_modules", []),
-        }
-        if hp.get("lora")
-        else None
-    )
     citation = "\n\n".join(c for c in (PAPER_CITATION, train_result.loss_citation.strip()) if c and c.strip())
     return ModelCard.from_template(
         data,
@@ -220,7 +192,7 @@ def model_card(
         train_rows=train_result.train_rows,
         loss_name=train_result.loss_name,
         loss_config_json=json.dumps(train_result.loss_config, indent=2, sort_keys=True),
-        lora=lora,
+        lora=_lora(hp),
         steps=train_result.steps,
         batch_size=hp.get("per_device_train_batch_size", "?"),
         learning_rate=hp.get("learning_rate", "?"),
@@ -232,6 +204,40 @@ def model_card(
         example_document=_one_line(example_document),
         citation=citation,
     )
+
+
+def _eval_results(
+    eval_result: EvaluationResult | None, *, eval_dataset_id: str | None, source_name: str | None
+) -> list[EvalResult]:
+    """The model-index entries: the trained model's score on each reported metric (none without one)."""
+    trained = eval_result.scores("trained") if eval_result else None
+    if eval_result is None or not trained:
+        return []
+    return [
+        EvalResult(
+            task_type="information-retrieval",
+            task_name="Information Retrieval",
+            dataset_type=eval_dataset_id or eval_result.dataset,  # what was evaluated, not the train set
+            dataset_name=source_name or eval_result.dataset,
+            dataset_split=eval_result.split,
+            metric_type=metric_type,
+            metric_name=label,
+            metric_value=round(trained[label], 4),
+        )
+        for label, _, metric_type in METRICS
+    ]
+
+
+def _lora(hp: dict[str, Any]) -> dict[str, Any] | None:
+    """The adapter's LoRA settings for the card, or None when training was full fine-tuning."""
+    if not hp.get("lora"):
+        return None
+    return {
+        "r": hp.get("lora_r"),
+        "alpha": hp.get("lora_alpha"),
+        "dropout": hp.get("lora_dropout"),
+        "target_modules": hp.get("lora_target_modules", []),
+    }
 
 
 def _one_line(text: str, limit: int = 160) -> str:
