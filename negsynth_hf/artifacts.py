@@ -42,14 +42,18 @@ class BuildSummary:
     weights: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     generator_stats: dict[str, int] = field(default_factory=dict)
+    guard: dict[str, Any] = field(default_factory=dict)  # the guard policy and its judge's cost (per judgment)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "counts": dict(self.counts),
             "weights": {k: _json_float(v) for k, v in self.weights.items()},
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "generator_stats": dict(self.generator_stats),
         }
+        if self.guard:  # only when a policy ran, so older summaries read and write unchanged
+            out["guard"] = dict(self.guard)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildSummary:
@@ -58,6 +62,7 @@ class BuildSummary:
             weights={k: float("nan") if v is None else v for k, v in data.get("weights", {}).items()},
             timings=dict(data.get("timings", {})),
             generator_stats=dict(data.get("generator_stats", {})),
+            guard=dict(data.get("guard", {})),
         )
 
     def to_markdown(self) -> str:
@@ -70,6 +75,10 @@ class BuildSummary:
         if self.generator_stats:
             lines += ["", "| LLM calls | Value |", "|---|---:|"]
             lines += [f"| {k} | {v:,} |" for k, v in self.generator_stats.items()]
+        per = (self.guard.get("judge") or {}).get("per_judgment")
+        if per:
+            lines += ["", f"| Judge cost per judgment ({self.guard.get('policy')}) | Value |", "|---|---:|"]
+            lines += [f"| {k} | {v:.2f} |" for k, v in per.items()]
         return "\n".join(lines)
 
 

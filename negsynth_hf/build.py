@@ -56,6 +56,7 @@ class BuildOptions:
     seed: int
     show_progress_bar: bool
     cache_root: Path | None
+    guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
 
 
 def build_dataset(
@@ -96,6 +97,7 @@ def build_dataset(
     show_progress_bar: bool = True,
     cache_dir: str | None = None,
     query_editor: QueryEditor = SYNTHESIS.query_editor,
+    guard_policy: Any = "margin",
 ) -> BuildResult:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
@@ -126,7 +128,12 @@ def build_dataset(
             with both ``None`` the guard uses ``absolute_margin=0`` (must score below the positive).
         false_negative_guard: verify generated negatives (retriever margins, near-duplicates, ``judges``);
             False keeps every generated text with its flags recorded (the naive baseline).
-        judges: extra :class:`~negsynth_hf.verify.NegativeJudge` objects (``CrossEncoderJudge``, ``LLMJudge``).
+        judges: extra :class:`~negsynth_hf.verify.NegativeJudge` objects (``CrossEncoderJudge``, ``LLMJudge``);
+            they veto under the ``margin`` policy only.
+        guard_policy: which rule, check or judge decides on generated negatives: ``"margin"`` (today's rule),
+            ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
+            :class:`~negsynth_hf.verification.RelevanceJudge`); every decision is in provenance
+            (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and counted (``guard_*``, ``judge_*``).
         source_weights: importance weights from the cross-fitted source probe (False: generated weight 1;
             the probe AUC is still reported).
         hardness: record each generated negative's percentile within its row's mined similarities.
@@ -177,11 +184,26 @@ def build_dataset(
     options = BuildOptions(
         int(num_mined), g, false_negative_guard, tuple(judges), source_weights, hardness, map_batch_size,
         num_proc, encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir),
+        _guard_policy(guard_policy),
     )  # fmt: skip
     result = run_stages(rows, corpus, retriever, generator, synthesis, mining, options)
     if show_progress_bar:
         print(result.to_markdown())
     return result
+
+
+def _guard_policy(policy: Any) -> Any:
+    """A :class:`GuardPolicy` from a policy or a mode name (modes that need a judge need a GuardPolicy)."""
+    from negsynth_hf.verification.policy import GuardPolicy
+
+    if isinstance(policy, GuardPolicy):
+        return policy
+    if policy in ("margin", "off"):
+        return GuardPolicy(mode=policy)
+    raise ValueError(
+        f"guard_policy must be 'margin', 'off' or a GuardPolicy (for 'judge'/'combined': "
+        f"GuardPolicy(mode=..., judge=RelevanceJudge(...))), got {policy!r}"
+    )
 
 
 def _num_generated(generator: Any, num_generated: int | None) -> int | None:
@@ -235,7 +257,8 @@ def run_stages(
     with _timed(timings, "verify"):
         verdicts = guard.verify_generated(
             rows, items, emb, absolute_margin=mining.absolute_margin, relative_margin=mining.relative_margin,
-            judges=o.judges, enabled=o.false_negative_guard,
+            judges=o.judges, enabled=o.false_negative_guard, policy=o.guard_policy, records=generated.records,
+            profile=synthesis.profile if synthesis is not None else "generic",
         )  # fmt: skip
     with _timed(timings, "weight"):
         weights = weight.fit_weights(
@@ -247,8 +270,9 @@ def run_stages(
             hardness=o.hardness, guard_enabled=o.false_negative_guard, seed=o.seed,
         )  # fmt: skip
     summary = BuildSummary(
-        built.counts, assembly.weight_summary(built.slots, weights), timings, generated.generator_stats
-    )
+        built.counts, assembly.weight_summary(built.slots, weights), timings, generated.generator_stats,
+        guard={"policy": verdicts.policy, "judge": verdicts.judge_stats} if verdicts.policy != "margin" else {},
+    )  # fmt: skip
     config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, options, corpus, mined)
     return BuiltDataset(
         built.train, built.provenance, summary, config, o.num_mined, o.num_generated, rows.known_positives
@@ -295,6 +319,7 @@ def _build_config(
             "absolute_margin": verdicts.absolute_margin,
             "relative_margin": verdicts.relative_margin,
             "judges": [getattr(j, "name", type(j).__name__) for j in options.judges],
+            "policy": options.guard_policy.to_config() if options.guard_policy is not None else None,
         },
         "source_weights": options.source_weights,
         "hardness": options.hardness,

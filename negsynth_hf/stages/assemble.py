@@ -65,6 +65,17 @@ class SlotRecord:
     sim_query_positive: float | None = _col("float64")
     hardness_percentile: float | None = _col("float64")
     probe_p_generated: float | None = _col("float64")
+    guard_policy: str | None = _col("string")  # the GuardPolicy mode that decided (generated slots)
+    guard_decision: str | None = _col("string")  # "kept" or "masked"
+    guard_reason: str | None = _col("string")  # short code, counted as guard_<decision>_<reason>
+    guard_in_band: bool | None = _col("bool")  # inside the retriever-margin band
+    judge_p_relevant: float | None = _col("float64")
+    judge_p_original: float | None = _col("float64")  # contrastive: p(addresses the original query)
+    judge_p_requirement: float | None = _col("float64")  # p(the broken requirement is still met)
+    judge_method: str | None = _col("string")  # "logprobs", "votes" or "failed"
+    edit_check: str | None = _col("string")  # query_edit: replacement_only / original_only / both / neither
+    edit_kind: str | None = _col("string")
+    changed_span: list[str] = _col("string", sequence=True)  # query_edit: [original words, replacement]
     weight: float = _col("float64", 0.0)
     weight_reason: str = _col("string", "")
     row_failure_reason: str | None = _col("string")
@@ -89,7 +100,7 @@ class SlotRecord:
         out = {}
         for name in self.field_names():
             value = getattr(self, name)
-            if name == "flags":
+            if name in ("flags", "changed_span"):
                 value = list(value or [])
             elif isinstance(value, float) and math.isnan(value):
                 value = None
@@ -181,6 +192,8 @@ def _initial_counts(
         "masked_near_duplicate": v.counts["near_duplicate"] if v is not None and guard_enabled else 0,
         "masked_judge": v.counts["judge"] if v is not None and guard_enabled else 0,
         "flagged_contains_query": v.counts["contains_query"] if v is not None else 0,
+        **verdicts.policy_counts,
+        **{f"judge_{k}": val for k, val in verdicts.judge_stats.items() if isinstance(val, int)},
         "generated_filled": 0,
         "llm_calls": 0,
         "llm_cached_calls": 0,
@@ -283,6 +296,7 @@ class _RowBuilder:
             else float("nan"),
             flags=sorted(set(getattr(meta, "flags", ())) | set(v.flags[idx])),
         )
+        _record_decision(slot, self.verdicts, idx)
         text = self.generated.texts[i][k]
         if self.verdicts.valid[idx]:
             w, p = self.weights.generated.get((i, k), (1.0, float("nan")))
@@ -292,6 +306,18 @@ class _RowBuilder:
             slot.status, slot.text, slot.weight, slot.original_text = "masked", next(fillers), 0.0, text
             slot.weight_reason = f"masked: {v.reasons[idx]}; slot holds a filler"
         return slot, meta
+
+
+def _record_decision(slot: SlotRecord, verdicts: Verdicts, idx: int) -> None:
+    """The guard policy's decision and scores for generated item ``idx`` (nothing when no policy ran)."""
+    if idx >= len(verdicts.decisions):
+        return
+    d = verdicts.decisions[idx]
+    slot.guard_policy, slot.guard_decision, slot.guard_reason = verdicts.policy, d.decision, d.reason
+    slot.guard_in_band, slot.judge_method = d.in_band, d.judge_method
+    slot.judge_p_relevant, slot.judge_p_original, slot.judge_p_requirement = d.p_relevant, d.p_original, d.p_requirement
+    slot.edit_check, slot.edit_kind = d.edit_check, d.edit_kind
+    slot.changed_span = list(d.changed_span or [])
 
 
 def weight_summary(slots: Sequence[SlotRecord], weights: Weights) -> dict[str, float]:

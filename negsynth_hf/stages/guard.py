@@ -1,11 +1,12 @@
 """Stage 3: embed every text once, then let the false-negative guard (:mod:`negsynth_hf.verify`) judge each
 generated negative. The guard is reached through :func:`verify_generated` only, so its policy can change in
-``verify.py`` without touching the build."""
+``verify.py`` and :mod:`negsynth_hf.verification.policy` (which rule, check or judge decides: ``GuardPolicy``)
+without touching the build."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,10 @@ class Verdicts:
     verification: Any  # negsynth_hf.verify.Verification, None when nothing was generated
     absolute_margin: float | None
     relative_margin: float | None
+    decisions: list[Any] = field(default_factory=list)  # GuardDecision per item (the policy's record)
+    policy_counts: dict[str, int] = field(default_factory=dict)  # guard_<decision>_<reason>
+    judge_stats: dict[str, Any] = field(default_factory=dict)
+    policy: str = "margin"
 
 
 def embed(
@@ -85,13 +90,25 @@ def verify_generated(
     relative_margin: float | None,
     judges: Sequence[Any],
     enabled: bool,
+    policy: Any = None,
+    records: Sequence[Any] = (),
+    profile: Any = "generic",
 ) -> Verdicts:
-    """Judge every generated item; ``enabled=False`` (the naive baseline) keeps all, with their flags recorded."""
+    """Judge every generated item; ``enabled=False`` (the naive baseline) keeps all, with their flags recorded.
+
+    ``policy`` (a :class:`~negsynth_hf.verification.policy.GuardPolicy`; ``None``: ``margin``) decides from the
+    retriever scores, the transform's per-negative ``records`` (the edit, the broken requirement) and its judge.
+    Legacy ``judges`` veto under ``margin`` only.
+    """
+    from negsynth_hf.verification.policy import GuardPolicy
     from negsynth_hf.verify import verify_negatives
 
+    policy = policy if policy is not None else GuardPolicy()
+    if not enabled:
+        policy = GuardPolicy(mode="off")
     guard_abs, guard_rel = guard_margins(absolute_margin, relative_margin)
     if not items:
-        return Verdicts(np.zeros(0, dtype=bool), None, guard_abs, guard_rel)
+        return Verdicts(np.zeros(0, dtype=bool), None, guard_abs, guard_rel, policy=policy.mode)
     queries = [rows.anchors[item.row] for item in items]
     positives = [rows.positives[item.row] for item in items]
     texts = [item.text for item in items]
@@ -102,7 +119,59 @@ def verify_generated(
         embeddings=(emb.stack(queries, query=True), emb.stack(positives), emb.stack(texts)),
         absolute_margin=guard_abs,
         relative_margin=guard_rel,
-        judges=judges if enabled else (),
+        judges=judges if policy.mode == "margin" else (),
     )
-    valid = verification.valid if enabled else np.ones(len(items), dtype=bool)
-    return Verdicts(valid, verification, guard_abs, guard_rel)
+    outcome = _decide(policy, verification, queries, positives, texts, [_meta(records, it) for it in items], profile)
+    valid = np.array(outcome.valid, dtype=bool)
+    if policy.mode == "margin":  # legacy judges may have vetoed after the margin rule
+        valid &= verification.valid
+    return Verdicts(valid, verification, guard_abs, guard_rel, outcome.decisions, outcome.counts,
+                    outcome.judge_stats, policy.mode)  # fmt: skip
+
+
+def _meta(records: Sequence[Any], item: GeneratedItem) -> Any:
+    """The transform's record of one generated negative (``None`` when there is none)."""
+    if item.row >= len(records):
+        return None
+    negatives = getattr(records[item.row], "negatives", ())
+    return negatives[item.k] if item.k < len(negatives) else None
+
+
+def _decide(
+    policy: Any,
+    v: Any,
+    queries: list[str],
+    positives: list[str],
+    texts: list[str],
+    metas: list[Any],
+    profile: Any,
+) -> Any:
+    """The policy's decisions from the margin guard's findings, written back into ``v`` (reasons, counts)."""
+    from negsynth_hf.synthesis.profiles import get_profile
+    from negsynth_hf.verification.policy import Candidate, apply_policy
+
+    margin = ["scores_above_positive" in f for f in v.flags]
+    cands = [
+        Candidate(
+            query=q,
+            positive=p,
+            text=t,
+            near_duplicate="near_duplicate_of_positive" in f,
+            contains_query="contains_query" in f,
+            margin_reason=v.reasons[i] if margin[i] else None,
+            strategy_type=getattr(m, "strategy_type", None),
+            violated_requirement=getattr(m, "violated_requirement", None),
+            edited_query=getattr(m, "edited_query", None),
+        )  # fmt: skip
+        for i, (q, p, t, f, m) in enumerate(zip(queries, positives, texts, v.flags, metas, strict=True))
+    ]
+    outcome = apply_policy(policy, cands, get_profile(profile))
+    if policy.mode != "margin":  # the reasons and counts assemble reads follow the policy's decisions
+        for i, d in enumerate(outcome.decisions):
+            kept_reason = v.reasons[i] if policy.mode == "off" else ""  # off: what the margin rule would have said
+            v.reasons[i] = f"{d.reason}: {d.detail}".rstrip(": ") if d.masked else kept_reason
+        masked = [d for d in outcome.decisions if d.masked]
+        v.counts["margin"] = sum(d.reason == "judge_failed_margin_fallback" for d in masked)
+        v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
+        v.counts["judge"] = len(masked) - v.counts["margin"] - v.counts["near_duplicate"]
+    return outcome

@@ -1,0 +1,31 @@
+"""Verification of generated (and optionally mined) negatives beyond the retriever margin.
+
+- :mod:`~negsynth_hf.verification.checks`: pure-code checks from what the pipeline knows (the query edit itself);
+- :mod:`~negsynth_hf.verification.judge`: an LLM relevance judge over the generator protocol, with probabilities
+  from logprobs (votes otherwise) and the collection's relevance definition from its profile;
+- :mod:`~negsynth_hf.verification.policy`: the guard policy that combines them with the margin rule.
+
+The original guard (:mod:`negsynth_hf.verify`) keeps its public names.
+"""
+
+from __future__ import annotations
+
+from negsynth_hf.verification.checks import EditCheck, changed_span_of, edit_check, requirement_of
+from negsynth_hf.verification.judge import JUDGE_PROMPT_VERSION, JudgeStats, Judgment, RelevanceJudge
+from negsynth_hf.verification.policy import POLICY_MODES, Candidate, GuardDecision, GuardPolicy, apply_policy
+
+__all__ = [
+    "JUDGE_PROMPT_VERSION",
+    "POLICY_MODES",
+    "Candidate",
+    "EditCheck",
+    "GuardDecision",
+    "GuardPolicy",
+    "JudgeStats",
+    "Judgment",
+    "RelevanceJudge",
+    "apply_policy",
+    "changed_span_of",
+    "edit_check",
+    "requirement_of",
+]
