@@ -50,7 +50,9 @@ class DatasetProfile:
             raise ValueError(f"DatasetProfile.relevant_edit_kinds must be a list of strings, got {kinds!r}")
         unknown = sorted(set(kinds) - set(EDIT_KINDS))
         if unknown:
-            raise ValueError(f"DatasetProfile.relevant_edit_kinds: unknown kind(s) {unknown}; valid: {list(EDIT_KINDS)}")
+            raise ValueError(
+                f"DatasetProfile.relevant_edit_kinds: unknown kind(s) {unknown}; valid: {list(EDIT_KINDS)}"
+            )
         object.__setattr__(self, "relevant_edit_kinds", tuple(kinds))
         for f in fields(self):
             if f.name == "relevant_edit_kinds":

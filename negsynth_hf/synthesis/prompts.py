@@ -17,7 +17,8 @@ from typing import Any
 from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v3"}  # qe-v3: profile-avoided edit kinds
+# qe-v3: the query-edit prompt names the edit kinds a profile marks relevant (avoided)
+PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v3"}
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
