@@ -17,6 +17,7 @@ from datasets import Dataset
 from fault_server import FaultServer, LoopbackSpec, oracle_content, passage_for, prompt_query, schema_name
 
 from negsynth_hf.synthesis.prompts import DATA_TAGS
+from negsynth_hf.synthesis.schemas import max_tokens_for
 from negsynth_hf.transform import PROVENANCE_COLUMN, CounterfactualNegatives
 
 K = 2
@@ -74,7 +75,10 @@ def test_injected_payload_stays_inside_escaped_data_tags(strategy):
     assert all(r["strategy"] == strategy and len(r["negatives"]) <= K for r in records)
     systems = {}
     for body in bodies:
-        assert body["model"] == "fault-model" and body["temperature"] == 0.3 and body["max_tokens"] <= 512
+        assert body["model"] == "fault-model" and body["temperature"] == 0.3
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+        if schema is not None:  # the budget is sized from the request's own schema
+            assert body["max_tokens"] == max_tokens_for(schema)
         system, user = body["messages"][0], body["messages"][1]
         assert system["role"] == "system" and user["role"] == "user"
         assert "Ignore previous" not in system["content"] and "PWNED" not in system["content"]

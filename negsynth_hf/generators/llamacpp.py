@@ -299,7 +299,8 @@ class LlamaCppGenerator:
         self.timeout = timeout
         self.max_restarts = max_restarts
         self.response_format = response_format
-        self.restarts = 0
+        self.restarts = 0  # servers restarted after dying under a call
+        self.resent = 0  # requests sent again to a restarted server
         self._client: OpenAIChatGenerator | None = None
         self._server: LlamaCppServer | None = None
 
@@ -405,6 +406,7 @@ class LlamaCppGenerator:
             )
             await loop.run_in_executor(None, lambda: self._connect(restart=True))
             self.restarts += 1
+            self.resent += len(failed)
             todo = failed
         return [r if r is not None else ChatResponse(text=None, error="not answered") for r in out]
 

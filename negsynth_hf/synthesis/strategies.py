@@ -27,16 +27,16 @@ from .parsing import extract_json, parse_reply
 from .profiles import DatasetProfile
 from .prompts import (
     PROMPT_VERSIONS,
-    QUERY_EDIT_FOCUS,
     counterfactual_analysis_messages,
     counterfactual_generation_messages,
     edited_passage_messages,
     naive_messages,
+    query_edit_focuses,
     query_edit_messages,
 )
 from .quality import deduplicate, normalize, quality_flags
 from .records import SynthesisInput, SynthesisResult, SynthesizedNegative
-from .rule_edits import rule_edits
+from .rule_edits import edit_kind, rule_edits
 from .schemas import (
     ANALYSIS_SCHEMA,
     EDITED_PASSAGE_SCHEMA,
@@ -154,75 +154,69 @@ def _generation_parser(analysis: Analysis, n_candidates: int) -> Callable[[str],
 
 
 def counterfactual_plan(ctx: Context) -> Plan:
-    version = PROMPT_VERSIONS["counterfactual"]
-    analysis_tasks = []
-    for row in ctx.rows():
-        item = ctx.items[row]
-        assert item is not None
-
-        def render(positive: str, _: Sequence[str], item: SynthesisInput = item) -> tuple[dict[str, str], ...]:
-            return counterfactual_analysis_messages(
-                item.query, positive, title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
-            )
-
-        analysis_tasks.append(
-            Task(
-                row=row,
-                stage="analysis",
-                messages=ctx.fit(row, render, (), ANALYSIS_SCHEMA).messages,
-                schema_name="analysis",
-                schema=ANALYSIS_SCHEMA,
-                parse=lambda text: _as_pair(parse_reply(text, Analysis)),
-                prompt_version=f"{version}:analysis",
-            )
-        )
+    """Analysis for every row, then generation for the rows whose analysis validated."""
+    analysis_tasks = [_analysis_task(ctx, row) for row in ctx.rows()]
     yield from run_tasks(analysis_tasks, ctx.settings, ctx.stats)
-
     generation_tasks = []
     for task in analysis_tasks:
-        result = ctx.results[task.row]
         if not task.ok:
-            result.failure_reason = task.failure()
+            ctx.results[task.row].failure_reason = task.failure()
             continue
-        analysis: Analysis = task.value
-        result.analysis = analysis.with_ids()
-        item = ctx.items[task.row]
-        assert item is not None
-        generation_tasks.append(_generation_task(ctx, task.row, analysis))
+        ctx.results[task.row].analysis = task.value.with_ids()
+        generation_tasks.append(_generation_task(ctx, task.row, task.value))
     yield from run_tasks(generation_tasks, ctx.settings, ctx.stats)
-
     for task in generation_tasks:
-        result = ctx.results[task.row]
         if not task.ok:
-            result.failure_reason = task.failure()
+            ctx.results[task.row].failure_reason = task.failure()
             continue
         kept, notes, _ = task.value
-        result.notes.extend(notes)
-        negatives = []
-        for neg, node in kept:
-            flags: tuple[str, ...] = ()
-            index = None
-            if neg.rewrote_candidate:
-                number = neg.candidate_index
-                if number is not None and 1 <= number <= len(ctx.candidates[task.row]):
-                    index = ctx.candidates[task.row][number - 1][0]
-                else:
-                    flags = ("invalid_candidate_index",)
-            if not node.critical:
-                flags = (*flags, "non_critical_node")
-            negatives.append(
-                SynthesizedNegative(
-                    text=neg.text,
-                    violated_requirement=f"{node.id}: {node.description}",
-                    strategy_type=neg.strategy_type,
-                    rewrote_candidate=index is not None,
-                    candidate_index=index,
-                    explanation=neg.explanation,
-                    flags=flags,
-                    node_id=node.id,
-                )
-            )
-        finalize_row(ctx, task.row, negatives)
+        ctx.results[task.row].notes.extend(notes)
+        finalize_row(ctx, task.row, [_counterfactual_negative(ctx, task.row, neg, node) for neg, node in kept])
+
+
+def _analysis_task(ctx: Context, row: int) -> Task:
+    """Stage 1 of one row, fitted to the context."""
+    item = ctx.items[row]
+    assert item is not None
+
+    def render(positive: str, _: Sequence[str]) -> tuple[dict[str, str], ...]:
+        return counterfactual_analysis_messages(
+            item.query, positive, title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
+        )
+
+    return Task(
+        row=row,
+        stage="analysis",
+        messages=ctx.fit(row, render, (), ANALYSIS_SCHEMA).messages,
+        schema_name="analysis",
+        schema=ANALYSIS_SCHEMA,
+        parse=lambda text: _as_pair(parse_reply(text, Analysis)),
+        prompt_version=f"{PROMPT_VERSIONS['counterfactual']}:analysis",
+    )
+
+
+def _counterfactual_negative(ctx: Context, row: int, neg: Any, node: Any) -> SynthesizedNegative:
+    """One generated negative as a record: its candidate number mapped back to the input's index, flags set."""
+    flags: tuple[str, ...] = ()
+    index = None
+    if neg.rewrote_candidate:
+        number = neg.candidate_index
+        if number is not None and 1 <= number <= len(ctx.candidates[row]):
+            index = ctx.candidates[row][number - 1][0]
+        else:
+            flags = ("invalid_candidate_index",)
+    if not node.critical:
+        flags = (*flags, "non_critical_node")
+    return SynthesizedNegative(
+        text=neg.text,
+        violated_requirement=f"{node.id}: {node.description}",
+        strategy_type=neg.strategy_type,
+        rewrote_candidate=index is not None,
+        candidate_index=index,
+        explanation=neg.explanation,
+        flags=flags,
+        node_id=node.id,
+    )
 
 
 def _generation_task(ctx: Context, row: int, analysis: Analysis) -> Task:
@@ -355,10 +349,12 @@ def _passage_parse(text: str) -> tuple[Any, str | None]:
     return None, outcome.error
 
 
-def _rule_edit_dicts(query: str, k: int, seed: int, seen: set[str]) -> list[dict[str, Any]]:
-    """Up to ``k`` rule edits whose edited query is not in ``seen`` (which is updated)."""
+def _rule_edit_dicts(
+    query: str, k: int, seed: int, seen: set[str], avoid: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Up to ``k`` rule edits whose edited query is not in ``seen`` (which is updated), none of a kind in ``avoid``."""
     out = []
-    for edit in rule_edits(query, k + len(seen), seed=seed):
+    for edit in rule_edits(query, k + len(seen), seed=seed, avoid=avoid):
         key = normalize(edit.edited_query)
         if key in seen or len(out) >= k:
             continue
@@ -376,120 +372,144 @@ def _rule_edit_dicts(query: str, k: int, seed: int, seen: set[str]) -> list[dict
 
 
 def query_edit_plan(ctx: Context) -> Plan:
-    """Stage 1 (edit) by the LLM, by rules (no LLM call), or by the LLM with rules filling failed edits."""
+    """Stage 1 (edit) by the LLM, by rules (no LLM call), or by the LLM with rules filling failed edits;
+    stage 2 writes one passage per accepted edit."""
     version = ctx.prompt_version or PROMPT_VERSIONS["query_edit"]
-    edit_tasks = []
-    if ctx.query_editor != "rules":
-        for row in ctx.rows():
-            item = ctx.items[row]
-            assert item is not None
-            for k in range(ctx.num_negatives):
-                focus = QUERY_EDIT_FOCUS[k % len(QUERY_EDIT_FOCUS)]
-                edit_tasks.append(
-                    Task(
-                        row=row,
-                        stage="query_edit",
-                        messages=query_edit_messages(
-                            item.query, profile=ctx.profile, focus=focus, max_chars=ctx.max_chars
-                        ),
-                        schema_name="query_edit",
-                        schema=QUERY_EDIT_SCHEMA,
-                        parse=_edit_parser(item.query),
-                        prompt_version=f"{version}:edit",
-                        meta={"focus": focus},
-                    )
-                )
+    edit_tasks = [] if ctx.query_editor == "rules" else _edit_tasks(ctx, version)
+    if edit_tasks:
         yield from run_tasks(edit_tasks, ctx.settings, ctx.stats)
-
     by_row: dict[int, list[Task]] = {row: [] for row in ctx.rows()}
     for task in edit_tasks:
         by_row[task.row].append(task)
     passage_tasks = []
     for row, tasks in by_row.items():
-        item, result = ctx.items[row], ctx.results[row]
-        assert item is not None
-        edits: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for task in tasks:
-            if not task.ok:
-                result.notes.append(task.failure())
-                continue
-            edited, edit_type, diff = task.value
-            key = normalize(edited)
-            if key in seen:
-                result.notes.append(f"query_edit: duplicate edit {edited!r} (dropped)")
-                continue
-            seen.add(key)
-            edits.append(
-                {
-                    "edited_query": edited,
-                    "edit_type": edit_type,
-                    "changed_span": [diff.old, diff.new],
-                    "focus": task.meta["focus"],
-                    "rule_edit": False,
-                }
-            )
-        if ctx.query_editor != "llm" and len(edits) < ctx.num_negatives:
-            # "rules": every edit; "llm_then_rules": one per LLM edit that failed the check or was a duplicate
-            ruled = _rule_edit_dicts(item.query, ctx.num_negatives - len(edits), ctx.settings.seed, seen)
-            if ruled and ctx.query_editor == "llm_then_rules":
-                result.notes.append(f"query_edit: {len(ruled)} rule-based edit(s) replaced failed LLM edits")
-            edits.extend(ruled)
-        result.analysis = {"edits": edits}
+        edits = _accepted_edits(ctx, row, tasks)
+        ctx.results[row].analysis = {"edits": edits}
         if not edits:
-            if any(not t.ok for t in tasks):
-                result.failure_reason = next(t.failure() for t in tasks if not t.ok)
-            elif ctx.query_editor == "rules":
-                result.failure_reason = "query_edit: no rule-based edit applies"
-            else:
-                result.failure_reason = "query_edit: no distinct edit"
+            ctx.results[row].failure_reason = _no_edit_reason(ctx, tasks)
             continue
-        for edit in edits:
-            passage_tasks.append(
-                Task(
-                    row=row,
-                    stage="passage",
-                    messages=edited_passage_messages(
-                        edit["edited_query"], title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
-                    ),
-                    schema_name="edited_passage",
-                    schema=EDITED_PASSAGE_SCHEMA,
-                    parse=_passage_parse,
-                    prompt_version=f"{version}:passage",
-                    meta=edit,
-                )
-            )
+        passage_tasks.extend(_passage_task(ctx, row, edit, version) for edit in edits)
     yield from run_tasks(passage_tasks, ctx.settings, ctx.stats)
-
     passages_by_row: dict[int, list[Task]] = {}
     for task in passage_tasks:
         passages_by_row.setdefault(task.row, []).append(task)
     for row, tasks in passages_by_row.items():
-        result = ctx.results[row]
-        negatives = []
-        for task in tasks:
-            if not task.ok:
-                result.notes.append(task.failure())
-                continue
-            edit = task.meta
-            old, new = edit["changed_span"]
-            text, passage_flags = task.value
-            negatives.append(
-                SynthesizedNegative(
-                    text=text,
-                    flags=passage_flags,
-                    violated_requirement=f"{old!r} -> {new!r}",
-                    strategy_type=f"query_edit:{edit['edit_type']}",
-                    explanation=f"written for the edited query {edit['edited_query']!r}, which changes {old!r} to {new!r}",
-                    edited_query=edit["edited_query"],
-                    changed_span=(old, new),
-                    rule_edit=bool(edit.get("rule_edit")),
+        _record_passages(ctx, row, tasks)
+
+
+def _edit_tasks(ctx: Context, version: str) -> list[Task]:
+    """K LLM edit calls per row, each asked to change a different kind of detail."""
+    tasks = []
+    for row in ctx.rows():
+        item = ctx.items[row]
+        assert item is not None
+        for k in range(ctx.num_negatives):
+            focuses = query_edit_focuses(ctx.profile)  # without the profile's relevant edit kinds
+            focus = focuses[k % len(focuses)]
+            tasks.append(
+                Task(
+                    row=row,
+                    stage="query_edit",
+                    messages=query_edit_messages(item.query, profile=ctx.profile, focus=focus, max_chars=ctx.max_chars),
+                    schema_name="query_edit",
+                    schema=QUERY_EDIT_SCHEMA,
+                    parse=_edit_parser(item.query),
+                    prompt_version=f"{version}:edit",
+                    meta={"focus": focus},
                 )
             )
-        if not negatives:
-            result.failure_reason = tasks[-1].failure()
+    return tasks
+
+
+def _accepted_edits(ctx: Context, row: int, tasks: list[Task]) -> list[dict[str, Any]]:
+    """The row's distinct valid LLM edits, topped up with rule edits when the editor allows it (noted)."""
+    item, result = ctx.items[row], ctx.results[row]
+    assert item is not None
+    edits: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for task in tasks:
+        if not task.ok:
+            result.notes.append(task.failure())
             continue
-        finalize_row(ctx, row, negatives)
+        edited, edit_type, diff = task.value
+        if edit_kind(diff.old, diff.new, edit_type) in ctx.profile.relevant_edit_kinds:
+            result.notes.append(f"query_edit: {diff.old!r} -> {diff.new!r} is an edit kind relevant here (dropped)")
+            continue
+        key = normalize(edited)
+        if key in seen:
+            result.notes.append(f"query_edit: duplicate edit {edited!r} (dropped)")
+            continue
+        seen.add(key)
+        edits.append(
+            {
+                "edited_query": edited,
+                "edit_type": edit_type,
+                "changed_span": [diff.old, diff.new],
+                "focus": task.meta["focus"],
+                "rule_edit": False,
+            }
+        )
+    if ctx.query_editor != "llm" and len(edits) < ctx.num_negatives:
+        # "rules": every edit; "llm_then_rules": one per LLM edit that failed the check or was a duplicate
+        avoid = ctx.profile.relevant_edit_kinds
+        ruled = _rule_edit_dicts(item.query, ctx.num_negatives - len(edits), ctx.settings.seed, seen, avoid)
+        if ruled and ctx.query_editor == "llm_then_rules":
+            result.notes.append(f"query_edit: {len(ruled)} rule-based edit(s) replaced failed LLM edits")
+        edits.extend(ruled)
+    return edits
+
+
+def _no_edit_reason(ctx: Context, tasks: list[Task]) -> str:
+    if any(not t.ok for t in tasks):
+        return next(t.failure() for t in tasks if not t.ok)
+    return "query_edit: no rule-based edit applies" if ctx.query_editor == "rules" else "query_edit: no distinct edit"
+
+
+def _passage_task(ctx: Context, row: int, edit: dict[str, Any], version: str) -> Task:
+    """Stage 2: a passage answering the edited query, written from it and the title only."""
+    item = ctx.items[row]
+    assert item is not None
+    return Task(
+        row=row,
+        stage="passage",
+        messages=edited_passage_messages(
+            edit["edited_query"], title=item.title, profile=ctx.profile, max_chars=ctx.max_chars
+        ),
+        schema_name="edited_passage",
+        schema=EDITED_PASSAGE_SCHEMA,
+        parse=_passage_parse,
+        prompt_version=f"{version}:passage",
+        meta=edit,
+    )
+
+
+def _record_passages(ctx: Context, row: int, tasks: list[Task]) -> None:
+    """The row's written passages as negatives (a failed passage is a note; no passage at all fails the row)."""
+    result = ctx.results[row]
+    negatives = []
+    for task in tasks:
+        if not task.ok:
+            result.notes.append(task.failure())
+            continue
+        edit = task.meta
+        old, new = edit["changed_span"]
+        text, passage_flags = task.value
+        negatives.append(
+            SynthesizedNegative(
+                text=text,
+                flags=passage_flags,
+                violated_requirement=f"{old!r} -> {new!r}",
+                strategy_type=f"query_edit:{edit['edit_type']}",
+                explanation=f"written for the edited query {edit['edited_query']!r}, which changes {old!r} to {new!r}",
+                edited_query=edit["edited_query"],
+                changed_span=(old, new),
+                rule_edit=bool(edit.get("rule_edit")),
+            )
+        )
+    if not negatives:
+        result.failure_reason = tasks[-1].failure()
+        return
+    finalize_row(ctx, row, negatives)
 
 
 PLANS: dict[str, Callable[[Context], Plan]] = {
