@@ -70,7 +70,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
+
+RESULTS_DIR = reporting.RESULTS_DIR
 VARIANTS: tuple[str, ...] = (
     "base",
     "in_batch",
@@ -293,17 +295,10 @@ def training_pairs(collection, args: argparse.Namespace, settings: dict[str, Any
 
 
 def mining_corpus(collection, train_ids: list[str], size: int | None) -> list[str]:
-    import random
+    """The judged documents of every training query plus seeded random others (``negsynth_hf.data``'s rule)."""
+    from negsynth_hf.data import mining_corpus as library_mining_corpus
 
-    from negsynth_hf.data import corpus_texts, document_text
-
-    if not size:
-        return corpus_texts(collection)
-    keep = {d for q in train_ids for d in collection.qrels["train"].get(q, {}) if d in collection.corpus}
-    rest = sorted(set(collection.corpus) - keep)
-    random.Random(0).shuffle(rest)
-    keep |= set(rest[: max(0, size - len(keep))])
-    return [t for t in (document_text(collection.corpus[d]) for d in sorted(keep)) if t.strip()]
+    return library_mining_corpus(collection, "train", train_ids, corpus_size=size or None, seed=0)
 
 
 def generator_config(args: argparse.Namespace):
@@ -385,7 +380,7 @@ def build_sets(
 
 
 def train_config(variant: str, args: argparse.Namespace):
-    from negsynth_hf.recipe_config import TrainConfig
+    from negsynth_hf.training_config import TrainConfig
 
     spec = VARIANT_SPECS[variant]
     return TrainConfig(
@@ -439,18 +434,15 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ results
 def result_paths(args: argparse.Namespace, collection: str) -> dict[str, Path]:
-    stem = f"quality_{collection}{args.tag}"
-    folder = Path(args.results_dir)
-    return {ext: folder / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+    return reporting.result_paths(args.results_dir, f"quality_{collection}{args.tag}")
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return reporting.read_json(path, [])
 
 
 def save_records(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Write ``records`` plus any record another process saved meanwhile (same settings, other variant/seed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     mine = {(r["variant"], r["seed"], r.get("settings_key")) for r in records}
     keys = {r.get("settings_key") for r in records}
     records = records + [
@@ -459,16 +451,8 @@ def save_records(path: Path, records: list[dict[str, Any]]) -> list[dict[str, An
         if r.get("settings_key") in keys and (r["variant"], r["seed"], r.get("settings_key")) not in mine
     ]
     records.sort(key=lambda r: (VARIANTS.index(r["variant"]), r["seed"]))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1, default=_json_default) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    reporting.write_json(path, records)
     return records
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -480,17 +464,13 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row: dict[str, Any] = {"variant": variant, "n": len(recs), "seeds": sorted(r["seed"] for r in recs)}
         for key, _ in METRIC_KEYS:
-            vals = [float(r[key]) for r in recs]
-            row[key] = statistics.fmean(vals)
-            row[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        secs = [r.get("train_seconds") or 0.0 for r in recs]
-        row["train_seconds"] = statistics.fmean(secs)
+            row[key], row[f"{key}_std"] = reporting.mean_std([r[key] for r in recs])
+        row["train_seconds"] = reporting.mean_std([r.get("train_seconds") or 0.0 for r in recs])[0]
         rows.append(row)
     return rows
 
 
 def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    rows = aggregate(records)
     lines = [f"# Retrieval quality on {meta.get('collection')} ({meta.get('split', 'test')} split)", ""]
     if meta.get("command"):
         lines += [f"Command: `{meta['command']}`", ""]
@@ -498,76 +478,64 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [meta["description"], ""]
     if meta.get("device"):
         lines += [f"Device: {meta['device']}.", ""]
-    selection = meta.get("selection")
-    if selection:
-        lines += [
-            "Steps and learning rate chosen on the validation split (held-out training queries, seed 0) by mean "
-            f"nDCG@10 of {', '.join(selection['variants'])}:",
-            "",
-            "| steps | learning rate | validation nDCG@10 | per variant |",
-            "| ---: | ---: | ---: | --- |",
-        ]
-        for c in selection["candidates"]:
-            chosen = " (chosen)" if c == selection["chosen"] else ""
-            per = ", ".join(f"{v} {x:.4f}" for v, x in c["per_variant"].items())
-            lines.append(f"| {c['steps']} | {c['learning_rate']:g} | {c['validation_ndcg@10']:.4f}{chosen} | {per} |")
-        lines.append("")
-    lines += [
-        "| variant | seeds | nDCG@10 | MRR@10 | Recall@100 | train s/run |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    best = {key: max((r[key] for r in rows), default=float("nan")) for key, _ in METRIC_KEYS}
-    for r in rows:
-        cells = []
-        for key, _ in METRIC_KEYS:
-            text = f"{r[key]:.4f} ± {r[f'{key}_std']:.4f}"
-            cells.append(f"**{text}**" if r[key] == best[key] else text)
-        seeds = "1 (deterministic)" if r["variant"] == "base" else str(r["n"])
-        lines.append(f"| {r['variant']} | {seeds} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |")
+    if meta.get("selection"):
+        lines += _selection_lines(meta["selection"])
+    rows = aggregate(records)
+    lines += _results_table(rows)
     lines += ["", "Mean ± sample standard deviation over training seeds; bold = best mean."]
-    by = {r["variant"]: r for r in rows}
-    if "full" in by:
-        diffs = []
-        for other in ("mined", "naive", "counterfactual"):
-            if other in by:
-                d = by["full"]["ndcg@10"] - by[other]["ndcg@10"]
-                diffs.append(f"full − {other}: {d:+.4f}")
-        if diffs:
-            lines += ["", "nDCG@10 differences: " + "; ".join(diffs) + "."]
+    lines += _differences(rows)
     return "\n".join(lines) + "\n"
 
 
+def _selection_lines(selection: dict[str, Any]) -> list[str]:
+    """The validation candidates of (steps, learning rate) and which one was chosen."""
+    rows = []
+    for c in selection["candidates"]:
+        chosen = " (chosen)" if c == selection["chosen"] else ""
+        per = ", ".join(f"{v} {x:.4f}" for v, x in c["per_variant"].items())
+        rows.append([str(c["steps"]), f"{c['learning_rate']:g}", f"{c['validation_ndcg@10']:.4f}{chosen}", per])
+    intro = (
+        "Steps and learning rate chosen on the validation split (held-out training queries, seed 0) by mean "
+        f"nDCG@10 of {', '.join(selection['variants'])}:"
+    )
+    header = ["steps", "learning rate", "validation nDCG@10", "per variant"]
+    return [intro, "", *reporting.markdown_table(header, rows, "rrrl"), ""]
+
+
+def _results_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean ± std per variant and metric, the best mean of each metric in bold."""
+    best = {key: max((r[key] for r in rows), default=float("nan")) for key, _ in METRIC_KEYS}
+    body = []
+    for r in rows:
+        cells = []
+        for key, _ in METRIC_KEYS:
+            text = reporting.fmt_mean_std(r[key], r[f"{key}_std"])
+            cells.append(f"**{text}**" if r[key] == best[key] else text)
+        seeds = "1 (deterministic)" if r["variant"] == "base" else str(r["n"])
+        body.append([r["variant"], seeds, *cells, f"{r['train_seconds']:.0f}"])
+    header = ["variant", "seeds", *(label for _, label in METRIC_KEYS), "train s/run"]
+    return reporting.markdown_table(header, body, "lrrrrr")
+
+
+def _differences(rows: list[dict[str, Any]]) -> list[str]:
+    """nDCG@10 of the full method minus each baseline it is meant to beat."""
+    by = {r["variant"]: r for r in rows}
+    if "full" not in by:
+        return []
+    diffs = [
+        f"full − {other}: {by['full']['ndcg@10'] - by[other]['ndcg@10']:+.4f}"
+        for other in ("mined", "naive", "counterfactual")
+        if other in by
+    ]
+    return ["", "nDCG@10 differences: " + "; ".join(diffs) + "."] if diffs else []
+
+
 def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = aggregate(records)
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    width = 0.8 / len(METRIC_KEYS)
-    xs = range(len(rows))
-    for k, (key, label) in enumerate(METRIC_KEYS):
-        ax.bar(
-            [x + (k - 1) * width for x in xs],
-            [r[key] for r in rows],
-            width,
-            yerr=[r[f"{key}_std"] for r in rows],
-            capsize=3,
-            label=label,
-        )
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([r["variant"] for r in rows], rotation=15)
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.legend(ncol=3, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    series = {label: ([r[key] for r in rows], [r[f"{key}_std"] for r in rows]) for key, label in METRIC_KEYS}
+    reporting.grouped_bars([r["variant"] for r in rows], series, path, title=title)
 
 
 def write_reports(records: list[dict[str, Any]], paths: dict[str, Path], meta: dict[str, Any]) -> None:
@@ -652,8 +620,7 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
     settings = resolve_settings(args)
     name = settings["collection"]
     paths = result_paths(args, name)
-    meta_path = paths["json"].with_name(paths["json"].stem + ".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = reporting.read_json(paths["meta"], {})
     if args.report_only:
         write_reports(load_records(paths["json"]), paths, meta or {"collection": name, "split": args.split})
         return load_records(paths["json"])
@@ -664,13 +631,10 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
         args.learning_rate = selection["chosen"]["learning_rate"]
 
     import torch
-    from tqdm.auto import tqdm
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from negsynth_hf.data import evaluator_inputs, load_beir
-    from negsynth_hf.evaluation import pick_metrics
-    from negsynth_hf.training import ir_evaluator, load_model, train
+    from negsynth_hf.data import load_beir
 
     work = work_dir(args)
     work.mkdir(parents=True, exist_ok=True)
@@ -683,38 +647,62 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
         f"{len(val_ids)} validation queries held out; mining corpus {len(corpus)} docs",
         flush=True,
     )
-
     needed = {VARIANT_SPECS[v]["dataset"] for v in args.variants if v != "base"} or {"mined"}
     sets, build_seconds = build_sets(pairs, corpus, args, settings, work, needed)
     if args.build_only:
         return []
+    evaluator, full_corpus_size = evaluator_for(collection, args, settings, val_ids)
+    meta = {
+        **run_meta(args, settings, command, pairs, evaluator, full_corpus_size),
+        "build_seconds": {**(meta.get("build_seconds") or {}), **build_seconds},
+        "build_summaries": {**(meta.get("build_summaries") or {}), **{k: v.summary.to_dict() for k, v in sets.items()}},
+    }
+    if selection is not None:
+        meta["selection"] = selection
+    reporting.write_json(paths["meta"], meta)
+    records = run_missing(args, meta, paths, pairs, training_sets(sets), evaluator, work)
+    meta["wall_seconds_this_invocation"] = round(time.perf_counter() - wall_start, 1)
+    reporting.write_json(paths["meta"], meta)
+    write_reports(records, paths, meta)
+    print(to_markdown(records, meta), flush=True)
+    return records
 
-    # evaluator: test split (or the validation hold-out of the train split), built once for every variant
-    if args.split == "test":
-        split, eval_ids = "test", collection.split_query_ids("test")
-    else:
-        split, eval_ids = "train", val_ids
-    if args.max_test_queries and len(eval_ids) > args.max_test_queries:
-        import random
 
-        eval_ids = sorted(random.Random(0).sample(eval_ids, args.max_test_queries), key=eval_ids.index)
-    queries, eval_corpus, relevant = evaluator_inputs(collection, split, query_ids=eval_ids)
-    evaluator = ir_evaluator(
-        queries, eval_corpus, relevant, name=f"{name}-{args.split}", corpus_size=settings["eval_corpus_size"], seed=0
+def evaluator_for(collection, args: argparse.Namespace, settings: dict[str, Any], val_ids: list[str]):
+    """(IR evaluator, full corpus size): the test split, or the validation hold-out of the train split."""
+    from negsynth_hf.evaluation import split_evaluator
+
+    split, query_ids = ("test", None) if args.split == "test" else ("train", val_ids)
+    return split_evaluator(
+        collection,
+        split,
+        query_ids=query_ids,
+        max_queries=args.max_test_queries or None,
+        corpus_size=settings["eval_corpus_size"],
+        seed=0,
+        name=f"{settings['collection']}-{args.split}",
     )
-    key = settings_key(args, settings)
-    train_sets: dict[str, Any] = {}
-    if "mined" in sets:
-        train_sets["mined"] = sets["mined"].train
-    if "naive" in sets:
-        train_sets["naive"] = sets["naive"].train
-    if "counterfactual" in sets:
-        train_sets["counterfactual"] = sets["counterfactual"].train  # weights as a mask: use_weights="mask"
-        train_sets["counterfactual_weighted"] = sets["counterfactual"].train
+
+
+def training_sets(sets: dict[str, Any]) -> dict[str, Any]:
+    """Training set name (``VARIANT_SPECS[v]["dataset"]``) -> its ``train`` dataset.
+
+    The counterfactual variants share one set; their losses read its labels as a 0/1 mask or as weights.
+    """
+    return {name: result.train for name, result in sets.items()}
+
+
+def run_meta(
+    args: argparse.Namespace, settings: dict[str, Any], command: str, pairs, evaluator, full_corpus_size: int
+) -> dict[str, Any]:
+    """What the result files say about this run: the command, its settings in words, the machine."""
+    import torch
+
     batching = "no known positive in a query's batch" if args.known_positive_batches else "NO_DUPLICATES"
+    n_docs = len(evaluator.corpus)
     description = (
-        f"{len(evaluator.queries)} {args.split} queries over {len(evaluator.corpus):,} documents"
-        f"{'' if len(evaluator.corpus) == len(eval_corpus) else f' (judged + random, of {len(eval_corpus):,})'}; "
+        f"{len(evaluator.queries)} {args.split} queries over {n_docs:,} documents"
+        f"{'' if n_docs == full_corpus_size else f' (judged + random, of {full_corpus_size:,})'}; "
         f"training: {len(pairs)} rows ({len(set(pairs['query_id']))} train queries, "
         f"≤{settings['max_positives_per_query']} positive each), M={args.num_mined} mined + G={args.num_generated} "
         f"generated negatives (SmolLM2-135M, `query_edit` = counterfactual strategy for a small generator), "
@@ -723,31 +711,36 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
         f"LoRA r={args.lora_r} α={args.lora_alpha}, "
         f"lr {args.learning_rate}, max_seq_length {args.max_seq_length}, base {args.base_model}."
     )
-    meta = {
-        "collection": name,
+    return {
+        "collection": settings["collection"],
         "split": args.split,
         "command": command,
         "description": description,
-        "settings_key": key,
-        "build_seconds": {**(meta.get("build_seconds") or {}), **build_seconds},
-        "build_summaries": {
-            **(meta.get("build_summaries") or {}),
-            **{k: v.summary.to_dict() for k, v in sets.items()},
-        },
+        "settings_key": settings_key(args, settings),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
         "device": device_name(),
     }
-    if selection is not None:
-        meta["selection"] = selection
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8")
 
+
+def run_missing(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    paths: dict[str, Path],
+    pairs,
+    train_sets: dict[str, Any],
+    evaluator,
+    work: Path,
+) -> list[dict[str, Any]]:
+    """Train and score every (variant, seed) not yet in the JSON; saves after each so a crash loses one run."""
+    from tqdm.auto import tqdm
+
+    key = meta["settings_key"]
     records = [r for r in load_records(paths["json"]) if r.get("settings_key") == key]
     done = {(r["variant"], r["seed"]) for r in records}
     todo = [(v, s) for s in args.seeds for v in args.variants if (v, s) not in done]
     common = {
         "device": meta["device"],
-        "collection": name,
+        "collection": meta["collection"],
         "split": args.split,
         "settings_key": key,
         "n_eval_queries": len(evaluator.queries),
@@ -756,59 +749,13 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
     base_scores: dict[str, float] | None = next(
         ({k: r[k] for k, _ in METRIC_KEYS} for r in records if r["variant"] == "base"), None
     )
-    for variant, seed in tqdm(todo, desc=f"{name} runs"):
+    for variant, seed in tqdm(todo, desc=f"{meta['collection']} runs"):
         start = time.perf_counter()
         if variant == "base":
-            if base_scores is None:
-                model = load_model(args.base_model, max_seq_length=args.max_seq_length)
-                metrics = pick_metrics(evaluator(model))
-                base_scores = {k: metrics[label] for k, label in METRIC_KEYS}
-            record = {
-                "variant": variant,
-                "seed": seed,
-                **base_scores,
-                "train_seconds": 0.0,
-                "steps": 0,
-                "n_train_rows": 0,
-                "deterministic": True,
-            }
+            base_scores = base_scores or scores(evaluator, load_base(args))  # deterministic: scored once
+            record = base_record(seed, base_scores)
         else:
-            spec = VARIANT_SPECS[variant]
-            dataset = train_sets[variant if variant == "counterfactual_weighted" else spec["dataset"]]
-            config = train_config(variant, args)
-            run_dir = work / "runs" / f"{variant}-seed{seed}"
-            model = load_model(args.base_model, max_seq_length=args.max_seq_length)
-            result = train(
-                dataset,
-                base_model=args.base_model,
-                config=config,
-                output_dir=run_dir,
-                seed=seed,
-                model=model,
-                save=args.keep_models,
-                # training rows are the pairs rows, in order (build_dataset keeps every row)
-                known_positives=pairs["known_positives"] if args.known_positive_batches else None,
-            )
-            eval_start = time.perf_counter()
-            metrics = pick_metrics(evaluator(model))  # ``train`` merged the LoRA weights into ``model``
-            record = {
-                "variant": variant,
-                "seed": seed,
-                **{k: metrics[label] for k, label in METRIC_KEYS},
-                "train_seconds": result.train_seconds,
-                "eval_seconds": round(time.perf_counter() - eval_start, 1),
-                "steps": result.steps,
-                "n_train_rows": result.train_rows,
-                "training_set": spec["dataset"],
-                "labels": spec["labels"],
-                "loss": result.loss_name,
-                "loss_config": result.loss_config,
-                "final_train_loss": next(
-                    (h.get("train_loss") for h in reversed(result.log_history) if "train_loss" in h), None
-                ),
-            }
-            if not args.keep_models:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            record = train_record(variant, seed, args, pairs, train_sets, evaluator, work)
         record.update(common, wall_seconds=round(time.perf_counter() - start, 1))
         records.append(record)
         records = save_records(paths["json"], records)
@@ -818,11 +765,75 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
             f"R@100 {record['recall@100']:.4f} ({record['wall_seconds']:.0f} s)",
             flush=True,
         )
-    meta["wall_seconds_this_invocation"] = round(time.perf_counter() - wall_start, 1)
-    meta_path.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8")
-    write_reports(records, paths, meta)
-    print(to_markdown(records, meta), flush=True)
     return records
+
+
+def load_base(args: argparse.Namespace):
+    from negsynth_hf.training import load_model
+
+    return load_model(args.base_model, max_seq_length=args.max_seq_length)
+
+
+def scores(evaluator, model) -> dict[str, float]:
+    """The record's metric keys (``ndcg@10``, ...) from the library's evaluator output."""
+    from negsynth_hf.evaluation import pick_metrics
+
+    metrics = pick_metrics(evaluator(model))
+    return {k: metrics[label] for k, label in METRIC_KEYS}
+
+
+def base_record(seed: int, base_scores: dict[str, float]) -> dict[str, Any]:
+    return {
+        "variant": "base",
+        "seed": seed,
+        **base_scores,
+        "train_seconds": 0.0,
+        "steps": 0,
+        "n_train_rows": 0,
+        "deterministic": True,
+    }
+
+
+def train_record(
+    variant: str, seed: int, args: argparse.Namespace, pairs, train_sets: dict[str, Any], evaluator, work: Path
+) -> dict[str, Any]:
+    """Train ``variant`` with ``seed`` (``negsynth_hf.training.train``) and score the merged model."""
+    from negsynth_hf.training import train
+
+    spec = VARIANT_SPECS[variant]
+    run_dir = work / "runs" / f"{variant}-seed{seed}"
+    model = load_base(args)
+    result = train(
+        train_sets[spec["dataset"]],
+        base_model=args.base_model,
+        config=train_config(variant, args),
+        output_dir=run_dir,
+        seed=seed,
+        model=model,
+        save=args.keep_models,
+        # training rows are the pairs rows, in order (build_dataset keeps every row)
+        known_positives=pairs["known_positives"] if args.known_positive_batches else None,
+    )
+    eval_start = time.perf_counter()
+    metrics = scores(evaluator, model)  # ``train`` merged the LoRA weights into ``model``
+    if not args.keep_models:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "variant": variant,
+        "seed": seed,
+        **metrics,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": round(time.perf_counter() - eval_start, 1),
+        "steps": result.steps,
+        "n_train_rows": result.train_rows,
+        "training_set": spec["dataset"],
+        "labels": spec["labels"],
+        "loss": result.loss_name,
+        "loss_config": result.loss_config,
+        "final_train_loss": next(
+            (h.get("train_loss") for h in reversed(result.log_history) if "train_loss" in h), None
+        ),
+    }
 
 
 if __name__ == "__main__":

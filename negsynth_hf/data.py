@@ -217,6 +217,20 @@ def corpus_texts(collection: BeirCollection) -> list[str]:
     return [t for t in (collection.doc_text(d) for d in collection.corpus) if t.strip()]
 
 
+def mining_corpus(
+    collection: BeirCollection, split: str, query_ids: Iterable[str], *, corpus_size: int | None, seed: int = 0
+) -> list[str]:
+    """Non-empty texts to mine from: every document judged in ``split`` for ``query_ids`` plus seeded random
+    others, ``corpus_size`` in all (:func:`subset_corpus`; ``None``: the whole corpus, :func:`corpus_texts`)."""
+    if corpus_size is None:
+        return corpus_texts(collection)
+    table = collection.qrels[split]
+    judged = {q: set(table.get(q, {})) for q in query_ids}
+    docs = {d: collection.doc_text(d) for d in collection.corpus}
+    subset = subset_corpus(docs, judged, corpus_size=corpus_size, seed=seed)
+    return [t for t in subset.values() if t.strip()]
+
+
 def subset_corpus(
     corpus: dict[str, str], relevant: dict[str, set[str]], *, corpus_size: int | None, seed: int = 0
 ) -> dict[str, str]:

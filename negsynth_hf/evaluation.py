@@ -116,15 +116,10 @@ def evaluate_models(
     ``max_queries`` samples test queries (seeded); ``corpus_size`` keeps every judged document and adds seeded
     random distractors (documented in the result, since it makes scores higher than on the full corpus).
     """
-    query_ids = collection.split_query_ids(split)
-    if max_queries is not None and len(query_ids) > max_queries:
-        query_ids = sorted(random.Random(seed).sample(query_ids, max_queries), key=query_ids.index)
-    queries, corpus, relevant = evaluator_inputs(collection, split, query_ids=query_ids)
-    evaluator = ir_evaluator(
-        queries,
-        corpus,
-        relevant,
-        name=f"{collection.name}-{split}",
+    evaluator, full_corpus_size = split_evaluator(
+        collection,
+        split,
+        max_queries=max_queries,
         corpus_size=corpus_size,
         seed=seed,
         batch_size=batch_size,
@@ -135,7 +130,7 @@ def evaluate_models(
         split=split,
         num_queries=len(evaluator.queries),
         corpus_size=len(evaluator.corpus),
-        full_corpus_size=len(corpus),
+        full_corpus_size=full_corpus_size,
     )
     for name, spec in models.items():
         start = time.perf_counter()
@@ -145,3 +140,38 @@ def evaluate_models(
             ModelScores(name=name, model=str(spec), metrics=metrics, seconds=round(time.perf_counter() - start, 2))
         )
     return result
+
+
+def split_evaluator(
+    collection: BeirCollection,
+    split: str,
+    *,
+    query_ids: list[str] | None = None,
+    max_queries: int | None = None,
+    corpus_size: int | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    batch_size: int = 64,
+    show_progress_bar: bool = False,
+) -> tuple[Any, int]:
+    """``(IR evaluator, full corpus size)`` for ``split``'s queries (or ``query_ids`` among them).
+
+    ``max_queries`` samples the queries with ``seed`` (kept in their split order); ``corpus_size`` subsets the
+    corpus as :func:`negsynth_hf.training.ir_evaluator` does. Every evaluation of a split goes through here, so
+    the same arguments always score the same queries against the same documents.
+    """
+    ids = query_ids if query_ids is not None else collection.split_query_ids(split)
+    if max_queries is not None and len(ids) > max_queries:
+        ids = sorted(random.Random(seed).sample(ids, max_queries), key=ids.index)
+    queries, corpus, relevant = evaluator_inputs(collection, split, query_ids=ids)
+    evaluator = ir_evaluator(
+        queries,
+        corpus,
+        relevant,
+        name=name or f"{collection.name}-{split}",
+        corpus_size=corpus_size,
+        seed=seed,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+    )
+    return evaluator, len(corpus)

@@ -63,7 +63,7 @@ def build_kwargs(cfg: RecipeConfig, generator: Any, retriever: str) -> dict[str,
 
 def _pairs_and_corpus(cfg: RecipeConfig, collection: Any) -> tuple[Any, list[str], list[str], list[str]]:
     """(pairs, corpus texts, train ids, validation ids): the held-out validation queries never become pairs."""
-    from negsynth_hf.data import corpus_texts, pairs_dataset, split_train_validation, subset_corpus
+    from negsynth_hf.data import mining_corpus, pairs_dataset, split_train_validation
 
     all_ids = collection.split_query_ids(cfg.data.train_split)
     train_ids, val_ids = split_train_validation(
@@ -77,13 +77,9 @@ def _pairs_and_corpus(cfg: RecipeConfig, collection: Any) -> tuple[Any, list[str
         max_positives_per_query=cfg.data.max_positives_per_query,
         seed=cfg.run.seed,
     )
-    corpus = corpus_texts(collection)
-    if cfg.build.corpus_size is not None:
-        table = collection.qrels[cfg.data.train_split]
-        judged = {q: set(table.get(q, {})) for q in set(pairs["query_id"])}
-        docs = {d: collection.doc_text(d) for d in collection.corpus}
-        subset = subset_corpus(docs, judged, corpus_size=cfg.build.corpus_size, seed=cfg.run.seed)
-        corpus = [t for t in subset.values() if t.strip()]
+    corpus = mining_corpus(
+        collection, cfg.data.train_split, set(pairs["query_id"]), corpus_size=cfg.build.corpus_size, seed=cfg.run.seed
+    )
     return pairs, corpus, train_ids, val_ids
 
 

@@ -1,0 +1,105 @@
+"""What the benchmark scripts share to report results: file layout, JSON, mean ± std, Markdown tables, bar charts.
+
+The scripts measure; this module only writes what they measured, so every result file is laid out, rounded
+and serialized the same way (``benchmarks/results/<stem>.{json,md,png}``, NaN written as ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULT_KINDS = ("json", "md", "png")
+
+
+# --------------------------------------------------------------------------- files
+def result_paths(results_dir: str | Path, stem: str) -> dict[str, Path]:
+    """``{"json" | "md" | "png" | "meta": path}`` of one result: ``<results_dir>/<stem>.<kind>``."""
+    folder = Path(results_dir)
+    paths = {kind: folder / f"{stem}.{kind}" for kind in RESULT_KINDS}
+    paths["meta"] = folder / f"{stem}.meta.json"
+    return paths
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback: NaN -> ``None`` (strict JSON has no NaN), anything else -> its ``str``."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` atomically (a reader never sees half a file; a crash leaves the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=json_default) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON at ``path``, or ``default`` when there is no file yet."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
+
+
+# --------------------------------------------------------------------------- numbers
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value: no spread measured, not an error)."""
+    vals = [float(v) for v in values]
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``n/a`` for a missing one (``None`` or NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- markdown
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> list[str]:
+    """Lines of a GitHub table; ``align`` per column: ``"l"`` (text) or ``"r"`` (numbers)."""
+    rule = {"l": "---", "r": "---:"}
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule[a] for a in align) + " |"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+# --------------------------------------------------------------------------- figures
+def grouped_bars(
+    groups: Sequence[str],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    *,
+    title: str,
+    ylabel: str = "score",
+) -> None:
+    """One bar per (group, series) with its std as error bar: ``series[label] = (means, stds)`` over ``groups``.
+
+    Raises ImportError without matplotlib (an optional dependency): callers decide whether that is fatal.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    width = 0.8 / len(series)
+    xs = range(len(groups))
+    for k, (label, (means, stds)) in enumerate(series.items()):
+        ax.bar([x + (k - 1) * width for x in xs], list(means), width, yerr=list(stds), capsize=3, label=label)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(list(groups), rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(ncol=len(series), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
