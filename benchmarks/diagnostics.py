@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +91,7 @@ def load_saved(path: str) -> tuple[Any, Any, dict[str, Any]]:
 def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
     """Build (or reuse) the ``strategy`` training set; returns its folder."""
     from negsynth_hf.build import build_dataset
-    from negsynth_hf.data import corpus_texts, load_beir, pairs_dataset
+    from negsynth_hf.data import load_beir, mining_corpus, pairs_dataset
     from negsynth_hf.generators import GeneratorConfig
     from negsynth_hf.paths import cache_dir, shared_data_dir
 
@@ -114,7 +116,9 @@ def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
     start = time.perf_counter()
     result = build_dataset(
         pairs,
-        corpus=sub_corpus(corpus_texts(collection), list(pairs["positive"]), args.corpus_size, args.seed),
+        corpus=mining_corpus(
+            collection, args.split, set(pairs["query_id"]), corpus_size=args.corpus_size or None, seed=args.seed
+        ),
         retriever=retriever,
         generator=generator,
         strategy=strategy,
@@ -133,25 +137,8 @@ def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
     return folder
 
 
-def sub_corpus(texts: list[str], positives: list[str], size: int, seed: int) -> list[str]:
-    """The positives plus seeded random documents, ``size`` in all (0 or >= len: every document)."""
-    import random
-
-    if size <= 0 or size >= len(texts):
-        return texts
-    keep = list(dict.fromkeys(positives))
-    chosen = set(keep)
-    rest = [t for t in texts if t not in chosen]
-    keep += random.Random(seed).sample(rest, max(0, size - len(keep)))
-    return keep
-
-
-def _f(x: Any, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
 def summary_markdown(rows: dict[str, Any], command: str) -> str:
-    """Side-by-side key numbers of the per-strategy reports."""
+    """Side-by-side key numbers of the per-strategy reports (``DiagnosticsReport.to_dict()`` each)."""
     lines = [
         "# Gap diagnostics: mined vs generated negatives",
         "",
@@ -161,48 +148,51 @@ def summary_markdown(rows: dict[str, Any], command: str) -> str:
         "strategy); full reports in the sub-folders. *raw* = what a plain InfoNCE/MNRL trainer sees (guard-rejected "
         "texts included, fillers skipped), *weighted* = under the gap-correction weights of the `labels` column.",
         "",
-        "| metric | " + " | ".join(rows) + " |",
-        "|---|" + "---:|" * len(rows),
     ]
-
-    def row(label: str, fn) -> None:
-        lines.append(f"| {label} | " + " | ".join(fn(r) for r in rows.values()) + " |")
-
-    row("rows / generated used (raw)", lambda r: f"{r['rows_used']} / {r['counts']['generated']['non_empty']}")
-    row("generated rejected by guard", lambda r: str(r["counts"]["generated"].get("masked_by_guard", 0)))
-    row("generated fillers skipped", lambda r: str(r["counts"]["generated"]["empty"]))
-    for name in ("positive", "mined", "generated"):
-        row(f"mean sim(q, {name}) raw", lambda r, n=name: _f(r["spectrum"]["raw"][n]["mean"]))
-    row("mean sim(q, generated) weighted", lambda r: _f(r["spectrum"]["weighted"]["generated"]["mean"]))
-    for feat in ("embedding", "surface"):
-        row(f"{feat} probe AUC raw", lambda r, f=feat: _f(r["shortcut"]["probes"][f]["auc"]))
-        row(f"{feat} probe AUC weighted", lambda r, f=feat: _f(r["shortcut"]["probes"][f]["auc_weighted"]))
-        row(f"{feat} probe AUC refit weighted", lambda r, f=feat: _f(r["shortcut"]["probes"][f]["auc_weighted_refit"]))
-    for dist in ("raw", "weighted"):
-        row(
-            f"MI(source; sim) bits {dist} (shuffled p95)",
-            lambda r, d=dist: (
-                f"{_f(r['shortcut']['mutual_information']['sim_q_neg'][d]['mi_bits'], 4)} "
-                f"({_f(r['shortcut']['mutual_information']['sim_q_neg'][d]['shuffled_p95_bits'], 4)})"
-            ),
-        )
-    for src in ("mined", "generated"):
-        row(
-            f"{src}: identical to positive / >= positive (raw)",
-            lambda r, s=src: (
-                f"{r['false_negatives']['raw'][s]['identical']:.0f} / {r['false_negatives']['raw'][s]['at_or_above']:.0f}"
-            ),
-        )
-        row(
-            f"{src}: share within margin raw / weighted",
-            lambda r, s=src: (
-                f"{_f(r['false_negatives']['raw'][s]['within_margin_share'])} / "
-                f"{_f(r['false_negatives']['weighted'][s]['within_margin_share'])}"
-            ),
-        )
-    row("generated hardness percentile mean raw", lambda r: _f(r["hardness"]["raw"]["generated"]["mean"]))
-    row("generated hardness percentile mean weighted", lambda r: _f(r["hardness"]["weighted"]["generated"]["mean"]))
+    body = [[label, *(cell(r) for r in rows.values())] for label, cell in summary_rows()]
+    lines += reporting.markdown_table(["metric", *rows], body, "l" + "r" * len(rows))
     return "\n".join(lines) + "\n"
+
+
+def summary_rows() -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """(label, cell of one report) per summary line, in the order the reports' sections come."""
+    f = reporting.fmt
+    out: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("rows / generated used (raw)", lambda r: f"{r['rows_used']} / {r['counts']['generated']['non_empty']}"),
+        ("generated rejected by guard", lambda r: str(r["counts"]["generated"].get("masked_by_guard", 0))),
+        ("generated fillers skipped", lambda r: str(r["counts"]["generated"]["empty"])),
+    ]
+    for name in ("positive", "mined", "generated"):
+        out.append((f"mean sim(q, {name}) raw", lambda r, n=name: f(r["spectrum"]["raw"][n]["mean"])))
+    out.append(("mean sim(q, generated) weighted", lambda r: f(r["spectrum"]["weighted"]["generated"]["mean"])))
+    for feat in ("embedding", "surface"):
+        for suffix, key in (("raw", "auc"), ("weighted", "auc_weighted"), ("refit weighted", "auc_weighted_refit")):
+            out.append((f"{feat} probe AUC {suffix}", lambda r, p=feat, k=key: f(r["shortcut"]["probes"][p][k])))
+    for dist in ("raw", "weighted"):
+        out.append((f"MI(source; sim) bits {dist} (shuffled p95)", lambda r, d=dist: _mutual_info_cell(r, d)))
+    for src in ("mined", "generated"):
+        out.append((f"{src}: identical to positive / >= positive (raw)", lambda r, s=src: _identical_cell(r, s)))
+        out.append((f"{src}: share within margin raw / weighted", lambda r, s=src: _margin_cell(r, s)))
+    out.append(("generated hardness percentile mean raw", lambda r: f(r["hardness"]["raw"]["generated"]["mean"])))
+    out.append(
+        ("generated hardness percentile mean weighted", lambda r: f(r["hardness"]["weighted"]["generated"]["mean"]))
+    )
+    return out
+
+
+def _mutual_info_cell(report: dict[str, Any], dist: str) -> str:
+    mi = report["shortcut"]["mutual_information"]["sim_q_neg"][dist]
+    return f"{reporting.fmt(mi['mi_bits'], 4)} ({reporting.fmt(mi['shuffled_p95_bits'], 4)})"
+
+
+def _identical_cell(report: dict[str, Any], source: str) -> str:
+    raw = report["false_negatives"]["raw"][source]
+    return f"{raw['identical']:.0f} / {raw['at_or_above']:.0f}"
+
+
+def _margin_cell(report: dict[str, Any], source: str) -> str:
+    fn = report["false_negatives"]
+    return f"{reporting.fmt(fn['raw'][source]['within_margin_share'])} / {reporting.fmt(fn['weighted'][source]['within_margin_share'])}"
 
 
 def main(argv: list[str] | None = None) -> int:
