@@ -35,8 +35,8 @@ from negsynth_hf import paths  # noqa: E402
 from negsynth_hf.data import load_beir, pairs_dataset  # noqa: E402
 from negsynth_hf.generators import ChatRequest, GeneratorConfig  # noqa: E402
 from negsynth_hf.synthesis import SynthesisInput, Synthesizer  # noqa: E402
-from negsynth_hf.synthesis.prompts import edited_passage_messages  # noqa: E402
 from negsynth_hf.synthesis.profiles import get_profile  # noqa: E402
+from negsynth_hf.synthesis.prompts import edited_passage_messages  # noqa: E402
 from negsynth_hf.verify import verify_negatives  # noqa: E402
 
 DATA = ROOT / "data" / "llamacpp"
@@ -81,7 +81,11 @@ def bench_llamacpp_backend(prompts: list, max_new_tokens: int) -> dict[str, Any]
             decode_tps.append(timings["predicted_per_second"])
     finally:
         server.stop()
-    return {"load_s": load_s, "prompt_tokens_per_s": float(np.median(prompt_tps)), "decode_tokens_per_s": float(np.median(decode_tps))}
+    return {
+        "load_s": load_s,
+        "prompt_tokens_per_s": float(np.median(prompt_tps)),
+        "decode_tokens_per_s": float(np.median(decode_tps)),
+    }
 
 
 def bench_transformers_backend(prompts: list, max_new_tokens: int, threads: int) -> dict[str, Any]:
@@ -89,7 +93,9 @@ def bench_transformers_backend(prompts: list, max_new_tokens: int, threads: int)
     from negsynth_hf.generators.transformers_local import TransformersGenerator
 
     gguf = resolve_gguf(MODEL)
-    gen = TransformersGenerator(str(gguf.parent), gguf_file=gguf.name, constrained=False, batch_size=1, num_threads=threads)
+    gen = TransformersGenerator(
+        str(gguf.parent), gguf_file=gguf.name, constrained=False, batch_size=1, num_threads=threads
+    )
     start = time.perf_counter()
     gen._load()  # noqa: SLF001 - timing the load on its own
     load_s = time.perf_counter() - start
@@ -104,7 +110,11 @@ def bench_transformers_backend(prompts: list, max_new_tokens: int, threads: int)
         total = time.perf_counter() - t0
         prompt_tps.append(first.prompt_tokens / prefill)
         decode_tps.append(max(full.completion_tokens - 1, 1) / max(total - prefill, 1e-6))
-    return {"load_s": load_s, "prompt_tokens_per_s": float(np.median(prompt_tps)), "decode_tokens_per_s": float(np.median(decode_tps))}
+    return {
+        "load_s": load_s,
+        "prompt_tokens_per_s": float(np.median(prompt_tps)),
+        "decode_tokens_per_s": float(np.median(decode_tps)),
+    }
 
 
 # --------------------------------------------------------------------------- part 2: strategies
@@ -121,16 +131,25 @@ def _candidates(col: Any, pairs: Any, retriever: Any) -> list[tuple[str, ...]]:
 
     corpus = [col.doc_text(d) for d in col.corpus]
     mined = mine_negatives(
-        pairs, model=retriever, num_negatives=1, corpus=corpus, known_positives=pairs["known_positives"], relative_margin=0.05,
+        pairs,
+        model=retriever,
+        num_negatives=1,
+        corpus=corpus,
+        known_positives=pairs["known_positives"],
+        relative_margin=0.05,
         cache_folder=str(paths.cache_dir("embeddings", "bench_llamacpp", col.name)),
     )
     return [tuple(t for t in row if t) for row in mined.negatives]
 
 
-def run_strategy(collection: str, label: str, col: Any, pairs: Any, candidates: list, retriever: Any, seed: int) -> dict[str, Any]:
+def run_strategy(
+    collection: str, label: str, col: Any, pairs: Any, candidates: list, retriever: Any, seed: int
+) -> dict[str, Any]:
     generator = GeneratorConfig(model=MODEL, cache_dir=str(DATA / "responses")).build()
     options = dict(STRATEGIES[label])
-    synth = Synthesizer(generator, profile=PROFILES[collection], num_negatives=2, seed=seed, max_passage_chars=1200, **options)
+    synth = Synthesizer(
+        generator, profile=PROFILES[collection], num_negatives=2, seed=seed, max_passage_chars=1200, **options
+    )
     titles = [col.corpus[d].get("title") or None for d in pairs["positive_id"]]
     use_candidates = options.get("max_candidates", 0) > 0
     items = [
@@ -160,15 +179,23 @@ def _summarize(results: list, items: list, retriever: Any, seconds: float) -> di
     passed = 0
     if texts:
         check = verify_negatives(
-            [i.query for i, _ in texts], [i.positive for i, _ in texts], [n.text for _, n in texts],
-            model=retriever, absolute_margin=None, relative_margin=0.05,
+            [i.query for i, _ in texts],
+            [i.positive for i, _ in texts],
+            [n.text for _, n in texts],
+            model=retriever,
+            absolute_margin=None,
+            relative_margin=0.05,
         )
         passed = int(check.valid.sum())
     n = len(results)
     return {
         "rows": n,
         "stages": {
-            s: {"calls": len(t), "first_attempt_valid": sum(a == 1 for a in t) / len(t), "accepted": sum(a > 0 for a in t) / len(t)}
+            s: {
+                "calls": len(t),
+                "first_attempt_valid": sum(a == 1 for a in t) / len(t),
+                "accepted": sum(a > 0 for a in t) / len(t),
+            }
             for s, t in stages.items()
         },
         "rows_with_text": sum(bool(r.negatives) for r in results),
@@ -187,10 +214,19 @@ def _markdown(report: dict[str, Any]) -> str:
     if "backends" in report:
         lines += ["| backend | load s | prompt tok/s | decode tok/s |", "|---|---:|---:|---:|"]
         for name, b in report["backends"].items():
-            lines.append(f"| {name} | {b['load_s']:.1f} | {b['prompt_tokens_per_s']:.1f} | {b['decode_tokens_per_s']:.1f} |")
+            lines.append(
+                f"| {name} | {b['load_s']:.1f} | {b['prompt_tokens_per_s']:.1f} | {b['decode_tokens_per_s']:.1f} |"
+            )
         if {"llamacpp", "transformers"} <= set(report["backends"]):
-            ratio = report["backends"]["llamacpp"]["decode_tokens_per_s"] / report["backends"]["transformers"]["decode_tokens_per_s"]
-            lines += ["", f"Decode speed-up llama.cpp / transformers: **{ratio:.1f}x** (same GGUF, same prompts, one run).", ""]
+            ratio = (
+                report["backends"]["llamacpp"]["decode_tokens_per_s"]
+                / report["backends"]["transformers"]["decode_tokens_per_s"]
+            )
+            lines += [
+                "",
+                f"Decode speed-up llama.cpp / transformers: **{ratio:.1f}x** (same GGUF, same prompts, one run).",
+                "",
+            ]
     lines += [
         "| collection | strategy | rows | first-attempt valid (per stage) | rows with text | texts | pass guard | gen tok/row | prompt tok/row | s/row |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -219,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "llamacpp"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    report: dict[str, Any] = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    report: dict[str, Any] = (
+        json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    )
     if not args.skip_backends:
         prompts = _prompts(args.backend_prompts)
         report["backends"] = {
