@@ -105,6 +105,8 @@ class RowProvenance:
     llm_calls: int = 0
     cached_calls: int = 0
     dropped_extra: int = 0
+    trimmed_tokens: int = 0  # prompt tokens cut to fit the model's context
+    dropped_candidates: int = 0  # mined candidates left out of prompts to fit it
     negatives: tuple[NegativeProvenance, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -123,6 +125,8 @@ class RowProvenance:
             llm_calls=int(data.get("llm_calls") or 0),
             cached_calls=int(data.get("cached_calls") or 0),
             dropped_extra=int(data.get("dropped_extra") or 0),
+            trimmed_tokens=int(data.get("trimmed_tokens") or 0),
+            dropped_candidates=int(data.get("dropped_candidates") or 0),
             negatives=negatives,
         )
 
@@ -420,6 +424,11 @@ class CounterfactualNegatives:
             "notes": list(getattr(result, "notes", []) or []),
             "dropped_extra": len(extra),
             "dropped_empty": empty,
+            **(
+                {"trimmed_tokens": result.trimmed_tokens, "dropped_candidates": result.dropped_candidates}
+                if result.trimmed_tokens or result.dropped_candidates
+                else {}
+            ),
             "negatives": [
                 {
                     "column": f"{self.output_prefix}{i}",
