@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from negsynth_hf.labels import negative_columns
 from negsynth_hf.redaction import redact
+from negsynth_hf.synthesis.config import DEFAULTS as SYNTHESIS_DEFAULTS
 from negsynth_hf.synthesis.config import STRATEGIES, Strategy, SynthesisConfig
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,9 @@ class CounterfactualNegatives:
         if concurrency not in ("auto", "async", "sync"):
             raise ValueError(f"concurrency must be 'auto', 'async' or 'sync', got {concurrency!r}.")
         self.generator = generator
-        self.synthesis = (synthesis or SynthesisConfig()).with_options(**options)
+        # "auto" strategy/editor resolved here, from the config (no model is loaded): one value for the
+        # fingerprint, the provenance and the synthesizer
+        self.synthesis = (synthesis or SynthesisConfig()).with_options(**options).resolve(generator)
         self.query_column = query_column
         self.positive_column = positive_column
         self.candidate_columns = None if candidate_columns is None else tuple(candidate_columns)
@@ -233,7 +236,9 @@ class CounterfactualNegatives:
         state = dict(state)
         state["num_negatives"] = state.pop("num_generated")
         names = SynthesisConfig.field_names()
-        self.synthesis = SynthesisConfig(**{k: state.pop(k) for k in names if k in state})
+        # a field left out of the state had its baseline value (SynthesisConfig.non_default), never "auto"
+        baseline = SYNTHESIS_DEFAULTS.resolve(None)
+        self.synthesis = dataclasses.replace(baseline, **{k: state.pop(k) for k in names if k in state})
         self.generator = state.pop("generator")
         self.__dict__.update(state)
         self._live = {}

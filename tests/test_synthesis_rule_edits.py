@@ -180,9 +180,14 @@ def test_transform_forwards_query_editor_and_hashes_it():
     from negsynth_hf.transform import CounterfactualNegatives
 
     config = GeneratorConfig(backend="embedded", cache_dir="")
-    default = CounterfactualNegatives(config, strategy="query_edit")
+    default = CounterfactualNegatives(config, strategy="query_edit", query_editor="llm")
     rules = CounterfactualNegatives(config, strategy="query_edit", query_editor="rules")
     assert "query_editor" not in default.__getstate__()  # existing fingerprints stay valid
+    # "auto" (the default) resolves from the config, without loading a model: SmolLM2 cannot edit, rules do
+    auto = CounterfactualNegatives(config)
+    assert (auto.strategy, auto.query_editor) == ("query_edit", "rules") and Hasher.hash(auto) == Hasher.hash(
+        CounterfactualNegatives(config, strategy="query_edit", query_editor="rules")
+    )
     assert Hasher.hash(default) != Hasher.hash(rules)
     assert rules.config_dict()["query_editor"] == "rules" and rules.prompt_version.startswith("qe-v3+rules")
     clone = pickle.loads(pickle.dumps(rules))
@@ -192,7 +197,7 @@ def test_transform_forwards_query_editor_and_hashes_it():
     with pytest.raises(ValueError, match="query_editor"):
         CounterfactualNegatives(config, query_editor="regex")
     param = inspect.signature(build_dataset).parameters["query_editor"]
-    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default == "llm"
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default == "auto"
 
 
 def test_recipe_key_reaches_build_kwargs():

@@ -231,6 +231,11 @@ class CachingGenerator:
         """The wrapped generator's context window (``None`` when it declares none)."""
         return getattr(self.inner, "context_window", None)
 
+    def recommended_synthesis(self) -> tuple[str, str] | None:
+        """The wrapped generator's recommendation for ``strategy="auto"`` (``None`` when it has none)."""
+        recommend = getattr(self.inner, "recommended_synthesis", None)
+        return recommend() if callable(recommend) else None
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts under the wrapped generator's tokenizer (only when it has a ``context_window``)."""
         return self.inner.count_tokens(texts)  # type: ignore[attr-defined]

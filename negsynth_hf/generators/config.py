@@ -150,6 +150,16 @@ class GeneratorConfig:
             local.pop("num_threads")  # keep default_generator's own default (1 thread)
         return default_generator(**local)
 
+    def recommended_synthesis(self) -> tuple[str, str] | None:
+        """(strategy, query_editor) that ``strategy="auto"`` picks for this generator, without building it."""
+        from .gguf_models import DEFAULT_GGUF_MODEL, KNOWN_MODELS, recommended_synthesis
+
+        if self.backend == "llamacpp":
+            return recommended_synthesis(self.model or DEFAULT_GGUF_MODEL)
+        if self.backend == "embedded":
+            return KNOWN_MODELS["smollm2-135m-instruct"].recommended
+        return None
+
     def _build_llamacpp(self) -> ChatGenerator:
         from .gguf_models import DEFAULT_GGUF_MODEL
         from .llamacpp import LlamaCppGenerator, LlamaCppServerSpec

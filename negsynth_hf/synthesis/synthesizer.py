@@ -35,7 +35,7 @@ class Synthesizer:
     """
 
     def __init__(self, generator: ChatGenerator, *, config: SynthesisConfig | None = None, **options: Any) -> None:
-        config = (config or SynthesisConfig()).with_options(**options)
+        config = (config or SynthesisConfig()).with_options(**options).resolve(generator)
         if config.strategy not in PLANS:
             raise ValueError(f"Unknown strategy {config.strategy!r}; valid strategies: {sorted(PLANS)}")
         for method in ("generate", "agenerate"):
