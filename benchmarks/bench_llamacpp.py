@@ -143,9 +143,9 @@ def _candidates(col: Any, pairs: Any, retriever: Any) -> list[tuple[str, ...]]:
 
 
 def run_strategy(
-    collection: str, label: str, col: Any, pairs: Any, candidates: list, retriever: Any, seed: int
+    collection: str, label: str, col: Any, pairs: Any, candidates: list, retriever: Any, seed: int, threads: int | None
 ) -> dict[str, Any]:
-    generator = GeneratorConfig(model=MODEL, cache_dir=str(DATA / "responses")).build()
+    generator = GeneratorConfig(model=MODEL, cache_dir=str(DATA / "responses"), num_threads=threads).build()
     options = dict(STRATEGIES[label])
     synth = Synthesizer(
         generator, profile=PROFILES[collection], num_negatives=2, seed=seed, max_passage_chars=1200, **options
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend-prompts", type=int, default=3)
     parser.add_argument("--backend-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: all cores; 1 on a shared machine)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "llamacpp"))
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             for label in args.strategies:
                 print(f"== {collection} / {label}", flush=True)
                 report["strategies"][f"{collection}/{label}"] = run_strategy(
-                    collection, label, col, pairs, candidates, retriever, args.seed
+                    collection, label, col, pairs, candidates, retriever, args.seed, args.threads
                 )
                 _save(out, report)
     print(_markdown(report))

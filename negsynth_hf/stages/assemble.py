@@ -143,6 +143,8 @@ def assemble(
     for i in range(len(rows)):
         record = generated.records[i]
         counts["generated_dropped_extra"] += record.dropped_extra
+        counts["context_trimmed_tokens"] += record.trimmed_tokens
+        counts["context_dropped_candidates"] += record.dropped_candidates
         counts["llm_calls"] += record.llm_calls
         counts["llm_cached_calls"] += record.cached_calls
         if num_generated and record.failure_reason:
@@ -197,6 +199,8 @@ def _initial_counts(
         "generated_filled": 0,
         "llm_calls": 0,
         "llm_cached_calls": 0,
+        "context_trimmed_tokens": 0,
+        "context_dropped_candidates": 0,
     }
 
 
