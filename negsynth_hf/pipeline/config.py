@@ -101,11 +101,15 @@ class BuildConfig:
         "Mine from at most this many documents: the judged ones of the selected queries plus seeded random others "
         "(null = the full corpus). For smoke tests and quick trials.",
     )
-    strategy: str = _f("query_edit", "Synthesis strategy (see negsynth_hf.build.build_dataset).")
+    strategy: str = _f(
+        "auto",
+        "Synthesis strategy: counterfactual, naive, query_edit or auto (what the generator recommends, else "
+        "counterfactual; see negsynth_hf.build.build_dataset).",
+    )
     query_editor: str = _f(
-        "llm",
-        "query_edit's one-detail editor: llm, rules (edit made in code; for models too small to edit, e.g. the "
-        "embedded SmolLM2) or llm_then_rules (rules replace LLM edits that fail the check).",
+        "auto",
+        "query_edit's one-detail editor: llm, rules (edit made in code; for models too small to edit, e.g. "
+        "SmolLM2), llm_then_rules (rules replace LLM edits that fail the check) or auto (the generator's choice).",
     )
     profile: str = _f("generic", "Dataset profile: relevance definition and writing style given to the LLM.")
     num_mined: int = _f(3, "Mined negatives per row.")
