@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ._sync import run_sync
 from .base import ChatRequest, ChatResponse
 from .gguf_models import model_id_for, recommended_synthesis, resolve_gguf
 from .openai_chat import OpenAIChatGenerator, httpx
@@ -423,12 +423,8 @@ class LlamaCppGenerator:
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Synchronous twin of :meth:`agenerate` (a worker thread when an event loop is already running)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._generate_and_close(requests))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="negsynth-llamacpp") as pool:
-            return pool.submit(asyncio.run, self._generate_and_close(requests)).result()
+        requests = list(requests)
+        return run_sync(lambda: self._generate_and_close(requests), thread_name="negsynth-llamacpp")
 
     async def _generate_and_close(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         try:

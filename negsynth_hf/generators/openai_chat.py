@@ -31,7 +31,6 @@ that echoes it is redacted).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import ssl
@@ -41,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ._retry import backoff_delay, is_retryable_status, parse_retry_after
+from ._sync import run_sync
 from .base import ChatRequest, ChatResponse
 
 try:  # huggingface_hub >= 2 depends on httpx2; older stacks have httpx with the same API
@@ -336,9 +336,4 @@ class OpenAIChatGenerator:
         requests = list(requests)
         if not requests:
             return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._generate_and_close(requests))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="negsynth-openai") as pool:
-            return pool.submit(asyncio.run, self._generate_and_close(requests)).result()
+        return run_sync(lambda: self._generate_and_close(requests), thread_name="negsynth-openai")
