@@ -53,7 +53,7 @@ def build_kwargs(cfg: RecipeConfig, generator: Any, retriever: str) -> dict[str,
     if generator is not None:
         kwargs["strategy"] = b.strategy
         kwargs["profile"] = b.profile
-        if b.query_editor != "llm":  # only when set: build_options may still pass it
+        if b.query_editor != "auto":  # only when set: build_options may still pass it
             kwargs["query_editor"] = b.query_editor
     overlap = set(kwargs) & set(b.build_options)
     if overlap - {"seed"}:
