@@ -67,7 +67,8 @@ def _own_cache(tmp_path_factory):
 
 
 def _gen(**kwargs) -> LlamaCppGenerator:
-    config = GeneratorConfig(backend="llamacpp", model=SMOL, cache_dir="", num_threads=2, **kwargs)
+    # one thread: two threads on a core another process also uses stall each other at every token
+    config = GeneratorConfig(backend="llamacpp", model=SMOL, cache_dir="", num_threads=1, **kwargs)
     generator = config.build()
     assert isinstance(generator, LlamaCppGenerator)
     return generator

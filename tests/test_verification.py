@@ -242,7 +242,9 @@ def test_policy_on_planted_cases_with_a_real_small_model(tmp_path):
     judge's cases carry a logprob probability and follow the threshold, and a rerun is answered from the cache."""
     from negsynth_hf.generators import GeneratorConfig
 
-    config = GeneratorConfig(backend="llamacpp", model="smollm2-135m-instruct", cache_dir=str(tmp_path / "responses"))
+    config = GeneratorConfig(
+        backend="llamacpp", model="smollm2-135m-instruct", cache_dir=str(tmp_path / "responses"), num_threads=1
+    )
     judge = RelevanceJudge(config, "scientific", max_chars=600)
     policy = GuardPolicy(mode="combined", judge=judge, threshold=0.5, requirement_check=True)
     out = apply_policy(policy, list(PLANTED.values()), get_profile("scientific"))
