@@ -18,9 +18,9 @@ from negsynth_hf.recipe_config import RecipeConfig, parse_step_args
 __all__ = ["DEMO_MAX_STEPS", "DEMO_TRAIN_QUERIES", "DemoResult", "demo_config", "demo_defaults", "run_demo"]
 
 # the demo's sizes, in one spot (README.md's timings were measured with these)
-# The LLM is the cost. strategy="auto" picks the counterfactual for Qwen 1.5B (what works best with it), at ~2
-# minutes a row on 2 cores; the demo uses the faster query_edit (its own edits, rule edits as fallback, ~40 s a
-# row) and writes one negative per query for 16 queries, so both README commands stay near 15 minutes.
+# The LLM is the cost: strategy="auto" picks query_edit for Qwen 1.5B (its own one-detail edits, rule edits as
+# fallback), ~20-40 s a row on 2 cores, so the demo writes one negative per query for 16 queries and both README
+# commands stay near 15 minutes.
 DEMO_TRAIN_QUERIES = 16  # SciFact training queries
 DEMO_NUM_MINED = 3
 DEMO_NUM_GENERATED = 1
@@ -43,12 +43,12 @@ def demo_defaults() -> RecipeConfig:
     cfg.data.dataset_pretty_name = "SciFact"
     cfg.data.source_dataset_id = "BeIR/scifact"
     cfg.build.generator = {"backend": "llamacpp"}  # the default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M
-    cfg.build.strategy = "query_edit"  # the time budget (see DEMO_TRAIN_QUERIES); "auto" would pick counterfactual
+    cfg.build.strategy = "auto"  # what the model recommends: query_edit, its own edits with rules as fallback
     cfg.build.profile = "scientific"
     cfg.build.num_mined = DEMO_NUM_MINED
     cfg.build.num_generated = DEMO_NUM_GENERATED
     cfg.build.corpus_size = 1000
-    cfg.build.query_editor = "llm_then_rules"
+    cfg.build.query_editor = "auto"
     cfg.train.loss = "causalneg"
     cfg.train.per_device_train_batch_size = 16
     # Measured on the 2-core CPU: 15 steps of 16 rows x 7 texts x 128 tokens train in ~2 min (validation

@@ -61,8 +61,7 @@ def test_missing_collection_is_a_config_error(tmp_path, capsys):
 def test_demo_defaults_and_overrides(tmp_path):
     cfg = demo_config([])
     assert cfg == demo_config([])  # deterministic
-    assert cfg.data.dataset == "scifact" and cfg.build.strategy == "query_edit"
-    assert cfg.build.query_editor == "llm_then_rules"
+    assert cfg.data.dataset == "scifact" and cfg.build.strategy == "auto" and cfg.build.query_editor == "auto"
     assert cfg.build.generator == {"backend": "llamacpp"} and cfg.train.loss == "causalneg"  # Qwen on llama.cpp
     assert cfg.publish.dry_run is True and cfg.evaluate.max_test_queries is None
     cfg = demo_config(["--max_train_queries", "8", "--run_dir", str(tmp_path), "--loss", "mined"])

