@@ -203,6 +203,7 @@ def test_default_generator_produces_text():
     )
     assert all(r.ok and r.text.strip() for r in out), out
     assert gen.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
-    # the config route builds the same backend from the converted folder (no model load until generate)
-    built = GeneratorConfig(cache_dir="").build()
+    # the config route builds the same backend from the converted folder (no model load until generate); the
+    # default backend is llama.cpp now, "embedded" names this one
+    built = GeneratorConfig(backend="embedded", cache_dir="").build()
     assert isinstance(built, TransformersGenerator) and built.model_id == gen.model_id and built.num_threads == 1
