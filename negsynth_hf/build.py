@@ -59,6 +59,12 @@ class BuildOptions:
     guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
 
 
+def _default_generator() -> Any:
+    from negsynth_hf.generators import GeneratorConfig
+
+    return GeneratorConfig()  # what the transform builds when given no generator
+
+
 def build_dataset(
     pairs: Any,
     *,
@@ -177,7 +183,7 @@ def build_dataset(
             max_attempts=max_attempts,
             seed=seed,
             query_editor=query_editor,
-        )
+        ).resolve(generator if generator is not None else _default_generator())  # "auto" -> what will run
     mining = MiningOptions(
         range_min, range_max, absolute_margin, relative_margin, max_score, min_score, sampling_strategy
     )

@@ -86,7 +86,7 @@ def synthesize(
         with_indices=True,  # errors name the pairs row (work_ds rows are pairs rows)
         batch_size=map_batch_size,
         num_proc=num_proc,
-        desc=f"synthesis ({synthesis.strategy})",
+        desc=f"synthesis ({transform.strategy})",
         **_map_cache(work_ds, transform, cache_root),
     )
     columns = [f"generated_{j}" for j in range(1, synthesis.num_negatives + 1)]
