@@ -28,7 +28,7 @@ from negsynth_hf.stages import guard, inputs, mine, synthesize, weight
 from negsynth_hf.stages.mine import EMBEDDED_RETRIEVER_ID, MiningOptions
 from negsynth_hf.synthesis.config import DEFAULTS as SYNTHESIS
 from negsynth_hf.synthesis.config import QueryEditor, Strategy, SynthesisConfig
-from negsynth_hf.transform import CounterfactualNegatives, generator_description
+from negsynth_hf.transform import CounterfactualNegatives, default_generator_config, generator_description
 
 __all__ = ["EMBEDDED_RETRIEVER_ID", "BuildResult", "BuildSummary", "CounterfactualNegatives", "build_dataset"]
 
@@ -57,12 +57,6 @@ class BuildOptions:
     show_progress_bar: bool
     cache_root: Path | None
     guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
-
-
-def _default_generator() -> Any:
-    from negsynth_hf.generators import GeneratorConfig
-
-    return GeneratorConfig()  # what the transform builds when given no generator
 
 
 def build_dataset(
@@ -183,7 +177,7 @@ def build_dataset(
             max_attempts=max_attempts,
             seed=seed,
             query_editor=query_editor,
-        ).resolve(generator if generator is not None else _default_generator())  # "auto" -> what will run
+        ).resolve(generator if generator is not None else default_generator_config())  # "auto" -> what will run
     mining = MiningOptions(
         range_min, range_max, absolute_margin, relative_margin, max_score, min_score, sampling_strategy
     )

@@ -132,6 +132,13 @@ class RowProvenance:
         )
 
 
+def default_generator_config() -> Any:
+    """The generator used when none is given: ``GeneratorConfig()`` (Qwen 1.5B on llama.cpp, offline)."""
+    from negsynth_hf.generators import GeneratorConfig
+
+    return GeneratorConfig()
+
+
 # ------------------------------------------------------------------------------------------ the transform
 class CounterfactualNegatives:
     """Add ``num_generated`` synthesized hard negatives to every row of a batched ``Dataset.map``.
@@ -177,9 +184,7 @@ class CounterfactualNegatives:
         **options: Any,
     ) -> None:
         if generator is None:
-            from negsynth_hf.generators import GeneratorConfig
-
-            generator = GeneratorConfig()
+            generator = default_generator_config()
         if not callable(getattr(generator, "build", None)):
             raise ValueError(
                 f"generator must be a GeneratorConfig or an object with build() -> ChatGenerator, "

@@ -7,7 +7,7 @@ OpenAI-compatible server, in-process transformers, the embedded SmolLM2) only ev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,6 +55,22 @@ class ChatResponse:
     @property
     def ok(self) -> bool:
         return self.text is not None and self.error is None
+
+
+#: template tokens per message (role markers): a safe upper bound for the chat templates of the shipped models
+TOKENS_PER_MESSAGE = 8
+
+
+def prompt_token_count(messages: Sequence[dict[str, str]], count: Callable[[Sequence[str]], list[int]]) -> int:
+    """Tokens of ``messages`` under ``count`` (a tokenizer's): contents plus the per-message template bound."""
+    return sum(count([m.get("content", "") for m in messages])) + TOKENS_PER_MESSAGE * len(messages)
+
+
+def surely_fits(messages: Sequence[dict[str, str]], reply_tokens: int, window: int) -> bool:
+    """True when ``messages`` plus ``reply_tokens`` cannot exceed ``window`` tokens, without tokenizing: a token is
+    at least one UTF-8 byte, so the byte length bounds the token count (a fully cached rerun needs no model)."""
+    size = sum(len(m.get("content", "").encode("utf-8")) for m in messages)
+    return size + TOKENS_PER_MESSAGE * len(messages) + reply_tokens <= window
 
 
 @runtime_checkable

@@ -41,7 +41,7 @@ from typing import Any
 
 from .. import paths
 from ._sync import run_sync
-from .base import ChatRequest, ChatResponse
+from .base import ChatRequest, ChatResponse, prompt_token_count, surely_fits
 from .gguf_models import model_id_for, recommended_synthesis, resolve_gguf
 from .openai_chat import OpenAIChatGenerator, httpx
 
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 #: below this many new tokens a request is not worth sending (it could not finish a JSON object)
 MIN_NEW_TOKENS = 16
-#: tokens the chat template adds per message (role markers), a safe upper bound for the families we ship
-TEMPLATE_TOKENS_PER_MESSAGE = 8
 
 
 class ServerStartError(RuntimeError):
@@ -359,11 +357,12 @@ class LlamaCppGenerator:
 
     def prompt_tokens(self, request: ChatRequest) -> int:
         """Tokens of ``request``'s messages (contents plus a per-message bound for the template)."""
-        counts = self.count_tokens([m.get("content", "") for m in request.messages])
-        return sum(counts) + TEMPLATE_TOKENS_PER_MESSAGE * len(request.messages)
+        return prompt_token_count(request.messages, self.count_tokens)
 
     def fit(self, request: ChatRequest) -> tuple[ChatRequest | None, str | None]:
         """``request`` with ``max_new_tokens`` lowered to fit the slot, or ``(None, reason)`` when it cannot."""
+        if surely_fits(request.messages, request.max_new_tokens, self.context_window):
+            return request, None  # no tokenizer round trip for the common case
         prompt = self.prompt_tokens(request)
         room = self.context_window - prompt
         if room < MIN_NEW_TOKENS:

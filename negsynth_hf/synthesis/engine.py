@@ -41,6 +41,13 @@ class RowStats:
     rejected: list[ChatRequest] = field(default_factory=list, repr=False)
 
 
+def reply_budget(schema: dict[str, Any], cap: int | None, *, own: int | None = None) -> int:
+    """Enough tokens for any reply ``schema`` allows (so none is cut off mid-JSON), or ``own`` when the stage sets
+    one; ``cap`` (the user's ``max_new_tokens``) lowers it."""
+    tokens = own or max_tokens_for(schema)
+    return tokens if cap is None else min(tokens, cap)
+
+
 @dataclass
 class Task:
     """One call that must end in a valid value; ``error`` holds the last reason when it did not."""
@@ -65,10 +72,8 @@ class Task:
         return self.value is not None
 
     def budget(self, cap: int | None) -> int:
-        """Tokens this task's reply may take: enough for any reply its schema allows, so none is cut off
-        mid-JSON; ``cap`` (the user's ``max_new_tokens``) lowers it."""
-        own = self.max_new_tokens or max_tokens_for(self.schema)
-        return own if cap is None else min(own, cap)
+        """Tokens this task's reply may take (:func:`reply_budget`; a stage's own cap counts as its schema's)."""
+        return reply_budget(self.schema, cap, own=self.max_new_tokens)
 
     def failure(self) -> str:
         return f"{self.stage}: {self.error} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..generators.base import prompt_token_count, surely_fits
+
 Messages = tuple[dict[str, str], ...]
-#: template tokens per message (role markers); a safe bound for the chat templates of the shipped models
-TOKENS_PER_MESSAGE = 8
 #: slack under the window after trimming, so a tokenization that differs at the cut does not overflow
 MARGIN = 16
 
@@ -40,12 +40,7 @@ class TokenBudget:
         return cls(int(window), count)
 
     def prompt_tokens(self, messages: Messages) -> int:
-        contents = [m.get("content", "") for m in messages]
-        return sum(self.count(contents)) + TOKENS_PER_MESSAGE * len(messages)
-
-    def fits_surely(self, messages: Messages, reply_tokens: int) -> bool:
-        size = sum(len(m.get("content", "").encode("utf-8")) for m in messages)
-        return size + TOKENS_PER_MESSAGE * len(messages) + reply_tokens <= self.window
+        return prompt_token_count(messages, self.count)
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ def fit_prompt(
     """``render(positive, candidates)``, with candidates dropped from the end and the positive shortened until
     the prompt plus ``reply_tokens`` fits ``budget.window``; ``fits=False`` when even an empty positive does not."""
     messages = render(positive, candidates)
-    if budget is None or budget.fits_surely(messages, reply_tokens):
+    if budget is None or surely_fits(messages, reply_tokens, budget.window):
         return Fitted(messages)
     limit = budget.window - reply_tokens - MARGIN
     original = current = budget.prompt_tokens(messages)

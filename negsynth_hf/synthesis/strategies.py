@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .edits import apply_replacement, diff_one_place, plain_edit, plain_text, split_passages
-from .engine import CallSettings, Plan, RowStats, Task, run_tasks
+from .engine import CallSettings, Plan, RowStats, Task, reply_budget, run_tasks
 from .fitting import Fitted, TokenBudget, fit_prompt
 from .parsing import extract_json, parse_reply
 from .profiles import DatasetProfile
@@ -47,7 +47,6 @@ from .schemas import (
     NaivePassages,
     QueryEdit,
     generation_schema,
-    max_tokens_for,
     naive_schema,
 )
 
@@ -78,9 +77,7 @@ class Context:
         """Fit one request of ``row`` to the context (counted in the row's result), see ``fitting``."""
         item, result = self.items[row], self.results[row]
         assert item is not None
-        reply = max_tokens_for(schema)
-        if self.settings.max_new_tokens is not None:
-            reply = min(reply, self.settings.max_new_tokens)
+        reply = reply_budget(schema, self.settings.max_new_tokens)
         fitted = fit_prompt(render, item.positive, candidates, reply_tokens=reply, budget=self.budget)
         if fitted.trimmed_tokens or fitted.dropped_candidates:
             result.trimmed_tokens += fitted.trimmed_tokens
