@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from benchmarks import reporting  # noqa: E402 - needs the checkout on sys.path
 from negsynth_hf import paths  # noqa: E402
 from negsynth_hf.data import load_beir, pairs_dataset  # noqa: E402
 from negsynth_hf.generators import ChatRequest, GeneratorConfig  # noqa: E402
@@ -258,9 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "llamacpp"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    report: dict[str, Any] = (
-        json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
-    )
+    report: dict[str, Any] = reporting.read_json(out.with_suffix(".json"), default={})
     if not args.skip_backends:
         prompts = _prompts(args.backend_prompts)
         report["backends"] = {
@@ -287,8 +286,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _save(out: Path, report: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    reporting.write_json(out.with_suffix(".json"), report)  # atomic: an interrupted run keeps the last good file
     out.with_suffix(".md").write_text(_markdown(report), encoding="utf-8")
 
 
