@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .base import ChatGenerator
 
 Backend = Literal["llamacpp", "embedded", "transformers", "openai"]
-BACKENDS: tuple[str, ...] = ("llamacpp", "embedded", "transformers", "openai")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 ResponseFormat = Literal["json_schema", "tgi", "guided_json", "none"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -152,12 +152,12 @@ class GeneratorConfig:
 
     def recommended_synthesis(self) -> tuple[str, str] | None:
         """(strategy, query_editor) that ``strategy="auto"`` picks for this generator, without building it."""
-        from .gguf_models import DEFAULT_GGUF_MODEL, KNOWN_MODELS, recommended_synthesis
+        from .gguf_models import DEFAULT_GGUF_MODEL, recommended_synthesis
 
         if self.backend == "llamacpp":
             return recommended_synthesis(self.model or DEFAULT_GGUF_MODEL)
-        if self.backend == "embedded":
-            return KNOWN_MODELS["smollm2-135m-instruct"].recommended
+        if self.backend == "embedded":  # the same SmolLM2, through transformers
+            return recommended_synthesis("smollm2-135m-instruct")
         return None
 
     def _build_llamacpp(self) -> ChatGenerator:
