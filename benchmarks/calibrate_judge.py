@@ -283,11 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus-size", type=int, default=3000, help="documents the hard negatives are mined from")
     parser.add_argument("--max-chars", type=int, default=1500, help="per-text cap in judge prompts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (1 when the CPU is shared)")
     parser.add_argument("--out", default=str(ROOT / "results" / "judge_calibration"))
     args = parser.parse_args(argv)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    gen = GeneratorConfig(backend="llamacpp", model=args.generator_model, cache_dir=args.cache_dir).build()
+    gen = GeneratorConfig(
+        backend="llamacpp", model=args.generator_model, cache_dir=args.cache_dir, num_threads=args.threads
+    ).build()
     results = [calibrate_collection(name, args, gen) for name in args.collections]
     choice = choose_threshold(results)
     out = Path(args.out)
