@@ -249,3 +249,25 @@ def test_lone_surrogate_costs_only_its_row(tmp_path):
     out = gen.generate([_req("ok"), _req("bad \ud800 row")])
     assert out[0].text == "echo:ok" and out[1].text == "echo:bad \ud800 row"
     assert gen.generate([_req("bad \ud800 row")])[0].cached  # stored (ASCII-escaped) and read back intact
+
+
+def test_an_interrupted_long_batch_keeps_the_chunks_already_answered(tmp_path):
+    """Misses go out in chunks of ``flush_every``, each stored before the next: a crash mid-batch loses one chunk."""
+
+    class DiesOnThirdChunk(ScriptedGenerator):  # mock LLM whose process dies mid-batch
+        def generate(self, requests):
+            if self.calls == 2:
+                raise KeyboardInterrupt("killed mid-batch")
+            return super().generate(requests)
+
+    reqs = [_req(f"q{i}") for i in range(10)]
+    with pytest.raises(KeyboardInterrupt):
+        CachingGenerator(DiesOnThirdChunk(), tmp_path, flush_every=4).generate(reqs)
+    resumed = ScriptedGenerator()
+    gen = CachingGenerator(resumed, tmp_path, flush_every=4)
+    out = gen.generate(reqs)
+    assert [r.text for r in out] == [f"echo:q{i}" for i in range(10)]
+    assert [r.cached for r in out] == [True] * 8 + [False] * 2  # the first two chunks survived
+    assert [r.messages[-1]["content"] for r in resumed.seen] == ["q8", "q9"] and gen.stats["calls"] == 1
+    with pytest.raises(ValueError, match="flush_every"):
+        CachingGenerator(ScriptedGenerator(), tmp_path, flush_every=0)

@@ -196,6 +196,9 @@ class CachingGenerator:
         inner: the generator answering misses.
         cache: a :class:`ResponseCache` or a folder for one.
         cache_if: which responses to store (default :func:`usable_response`).
+        flush_every: misses go to ``inner`` in chunks of this many, each chunk stored before the next is sent,
+            so an interrupted long batch (a build, a calibration) keeps what was already answered. A chunk larger
+            than the server's parallel slots keeps them busy.
     """
 
     def __init__(
@@ -204,7 +207,11 @@ class CachingGenerator:
         cache: ResponseCache | str | os.PathLike[str],
         *,
         cache_if: Callable[[ChatRequest, ChatResponse], bool] = usable_response,
+        flush_every: int = 16,
     ) -> None:
+        if flush_every < 1:
+            raise ValueError(f"CachingGenerator: flush_every must be >= 1, got {flush_every}")
+        self.flush_every = flush_every
         self.inner = inner
         self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
         self.cache_if = cache_if
@@ -261,8 +268,7 @@ class CachingGenerator:
         with self._lock:
             self._stats["hits"] += len(requests) - sum(len(v) for v in pending.values())
             self._stats["misses"] += len(pending)
-            if pending:
-                self._stats["calls"] += 1
+            self._stats["calls"] += -(-len(pending) // self.flush_every)  # one per chunk sent
         return model_id, results, pending
 
     def _store(self, requests, model_id, results, pending, answers: Sequence[ChatResponse]) -> list[ChatResponse]:
@@ -308,13 +314,21 @@ class CachingGenerator:
         model_id, results, pending = self._lookup(requests)
         if not pending:
             return results  # type: ignore[return-value]
-        answers = self.inner.generate([requests[idx[0]] for idx in pending.values()])
-        return self._store(requests, model_id, results, pending, answers)
+        for chunk in self._chunks(pending):
+            answers = self.inner.generate([requests[idx[0]] for idx in chunk.values()])
+            self._store(requests, model_id, results, chunk, answers)
+        return results  # type: ignore[return-value]
+
+    def _chunks(self, pending: dict[str, list[int]]) -> list[dict[str, list[int]]]:
+        items = list(pending.items())
+        return [dict(items[i : i + self.flush_every]) for i in range(0, len(items), self.flush_every)]
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         requests = list(requests)
         model_id, results, pending = self._lookup(requests)
         if not pending:
             return results  # type: ignore[return-value]
-        answers = await self.inner.agenerate([requests[idx[0]] for idx in pending.values()])
-        return self._store(requests, model_id, results, pending, answers)
+        for chunk in self._chunks(pending):
+            answers = await self.inner.agenerate([requests[idx[0]] for idx in chunk.values()])
+            self._store(requests, model_id, results, chunk, answers)
+        return results  # type: ignore[return-value]
