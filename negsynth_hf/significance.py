@@ -85,7 +85,9 @@ def retrieval_run(
     q = model.encode([queries[i] for i in query_ids], batch_size=batch_size, normalize_embeddings=True,
                      convert_to_tensor=True)  # fmt: skip
     hits = semantic_search(q, corpus_embeddings, top_k=min(top_k, len(doc_ids)))
-    return {qid: {doc_ids[h["corpus_id"]]: float(h["score"]) for h in row} for qid, row in zip(query_ids, hits)}
+    return {
+        qid: {doc_ids[h["corpus_id"]]: float(h["score"]) for h in row} for qid, row in zip(query_ids, hits, strict=True)
+    }
 
 
 def encode_corpus(model: Any, corpus: Mapping[str, str], *, batch_size: int = 64, show_progress_bar: bool = False):
