@@ -94,7 +94,7 @@ def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Modul
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
         return MultipleNegativesRankingLoss(
-            model, scale=config.scale, gather_across_devices=config.gather_across_devices
+            model, scale=config.scale, gather_across_devices=config.gather_across_devices, **_hardness(config)
         )
     from negsynth_hf.losses import CachedCausalNegLoss, CausalNegLoss
 
@@ -105,12 +105,20 @@ def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Modul
         "use_weights": config.use_weights,
         "entropy_weight": config.entropy_weight,
         "entropy_temperature": config.entropy_temperature,
+        **_hardness(config),
     }
     if config.loss == "cached_causalneg":
         return CachedCausalNegLoss(model, mini_batch_size=config.mini_batch_size, **kwargs)
     if config.loss == "causalneg":
         return CausalNegLoss(model, **kwargs)
     raise ValueError(f"unknown loss {config.loss!r}; choose causalneg, cached_causalneg, mined or in_batch.")
+
+
+def _hardness(config: TrainConfig) -> dict[str, Any]:
+    """The hardness arguments, only when set (so a loss's config stays what it was without them)."""
+    if config.hardness_mode is None:
+        return {}
+    return {"hardness_mode": config.hardness_mode, "hardness_strength": config.hardness_strength}
 
 
 def add_lora(model: SentenceTransformer, config: TrainConfig) -> None:

@@ -41,6 +41,12 @@ class TrainConfig:
     entropy_weight: float = _f(0.05, "CausalNeg: lambda of the query-view entropy term (0 = ablation).")
     entropy_temperature: float = _f(0.1, "CausalNeg: tau_ent of the entropy softmax.")
     scale: float = _f(20.0, "Inverse temperature of InfoNCE (20 = tau 0.05).")
+    hardness_mode: Literal["in_batch_negatives", "hard_negatives", "all_negatives"] | None = _f(
+        None,
+        "MNRL's hardness weighting (every loss): alpha * stop_grad(sim) added to negative logits; "
+        "'hard_negatives' = each row's own negatives (EmbeddingGemma). null = off.",
+    )
+    hardness_strength: float = _f(0.0, "alpha of the hardness weighting (EmbeddingGemma 5, Lan et al. 9).")
     mini_batch_size: int = _f(32, "cached_causalneg: GradCache mini-batch size.")
     known_positive_batches: bool = _f(
         True,

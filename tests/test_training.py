@@ -91,6 +91,11 @@ def test_make_loss_passes_the_switches(tiny_model):
     assert isinstance(cached, CachedCausalNegLoss) and cached.mini_batch_size == 4
     assert type(make_loss(tiny_model, config(loss="mined"))) is MultipleNegativesRankingLoss
     assert make_loss(tiny_model, config(loss="in_batch", scale=10.0)).scale == 10.0
+    hard = {"hardness_mode": "hard_negatives", "hardness_strength": 5.0}  # EmbeddingGemma's, on either loss
+    for name in ("mined", "causalneg"):
+        got = make_loss(tiny_model, config(loss=name, **hard)).get_config_dict()
+        assert {k: got[k] for k in hard} == hard
+    assert make_loss(tiny_model, config(loss="mined")).get_config_dict()["hardness_mode"] is None
 
 
 def test_training_arguments_use_no_duplicates(tmp_path):
