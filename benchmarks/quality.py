@@ -73,52 +73,63 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
 
 RESULTS_DIR = reporting.RESULTS_DIR
+#: the ladder's names are kept from the earlier table (counterfactual* and full use the recommended guard policy,
+#: ``--guard-policy``); the added rows are named for what they change
 VARIANTS: tuple[str, ...] = (
     "base",
     "in_batch",
     "mined",
+    "mined_hardness",
     "naive",
+    "counterfactual_guard_off",
+    "counterfactual_margin",
     "counterfactual",
     "counterfactual_weighted",
     "full",
+    "full_hardness",
 )
-# variant -> (training set, loss name, label handling, entropy term on?)
+# variant -> (training set, loss name, label handling, entropy term on?, MNRL hardness term on?)
 VARIANT_SPECS: dict[str, dict[str, Any]] = {
     "in_batch": {"dataset": "mined", "loss": "in_batch", "labels": None, "entropy": False},
     "mined": {"dataset": "mined", "loss": "mined", "labels": None, "entropy": False},
+    "mined_hardness": {"dataset": "mined", "loss": "mined", "labels": None, "entropy": False, "hardness": True},
     "naive": {"dataset": "naive", "loss": "causalneg", "labels": "mask", "entropy": False},
+    "counterfactual_guard_off": {
+        "dataset": "counterfactual_guard_off", "loss": "causalneg", "labels": "mask", "entropy": False,
+    },
+    "counterfactual_margin": {
+        "dataset": "counterfactual_margin", "loss": "causalneg", "labels": "mask", "entropy": False,
+    },
     "counterfactual": {"dataset": "counterfactual", "loss": "causalneg", "labels": "mask", "entropy": False},
     "counterfactual_weighted": {
-        "dataset": "counterfactual",
-        "loss": "causalneg",
-        "labels": "weights",
-        "entropy": False,
+        "dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": False,
     },
     "full": {"dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": True},
-}
+    "full_hardness": {
+        "dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": True, "hardness": True,
+    },
+}  # fmt: skip
+#: the comparisons written to ``quality_<collection>.significance.json`` (a, b): a - b, paired over test queries
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("full", "mined"), ("full", "naive"), ("naive", "mined"), ("counterfactual", "mined"),
+    ("counterfactual", "counterfactual_margin"), ("counterfactual", "counterfactual_guard_off"),
+    ("counterfactual_weighted", "counterfactual"), ("full", "counterfactual_weighted"), ("full", "mined_hardness"),
+    ("full_hardness", "mined_hardness"), ("mined", "base"), ("full", "base"), ("mined_hardness", "mined"),
+)  # fmt: skip
 METRIC_KEYS = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@100", "Recall@100"))
 # Per-collection defaults (see benchmarks/README.md for why): train queries, positives per query, profile.
+# Evaluation is on each collection's full test corpus (SciFact 5,183 documents), so figures compare with BEIR's.
 COLLECTION_DEFAULTS: dict[str, dict[str, Any]] = {
-    # SciFact: the first N rows of benchmarks/build_smollm2_200.py's 200-query sample (same queries; that build
-    # uses the `scientific` profile and M=15, so the two do not share LLM responses).
-    "scifact": {
-        "max_train_queries": 32,
-        "sample_pool": 200,
-        "max_positives_per_query": 1,
-        "profile": "generic",
-        "max_new_tokens": 160,
-        "mine_corpus_size": 1000,
-        "eval_corpus_size": 1000,
-    },
-    "cranfield": {"max_train_queries": 32, "max_positives_per_query": 1, "profile": "scientific"},
-    "cisi": {"max_train_queries": None, "max_positives_per_query": 1, "profile": "generic"},
+    "scifact": {"max_train_queries": 200, "profile": "scientific"},
+    "cranfield": {"max_train_queries": None, "profile": "aeronautics"},
+    "cisi": {"max_train_queries": None, "profile": "information_science"},
 }
 GENERIC_DEFAULTS: dict[str, Any] = {
     "max_train_queries": None,
     "sample_pool": None,
     "max_positives_per_query": 1,
     "profile": "generic",
-    "max_new_tokens": 128,
+    "max_new_tokens": None,  # sized from each stage's schema
     "mine_corpus_size": None,
     "eval_corpus_size": None,
 }
@@ -172,16 +183,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rows without any negative that clears the relative margin).",
     )
     p.add_argument("--profile", default=None, help="Synthesis profile (default: per collection).")
-    p.add_argument("--generator-backend", default="embedded", help="GeneratorConfig backend (embedded = SmolLM2).")
-    p.add_argument("--generator-model", default=None, help="GeneratorConfig model (transformers/openai backends).")
+    p.add_argument("--generator-backend", default="llamacpp", help="GeneratorConfig backend (default llama.cpp).")
+    p.add_argument(
+        "--generator-model", default=None, help="GeneratorConfig model (default: the backend's, Qwen2.5-Coder-1.5B)."
+    )
+    p.add_argument(
+        "--llm-cache-dir",
+        default=str(ROOT / "benchmarks" / "data" / "qwen" / "responses"),
+        help="LLM response cache (committed: a rerun of the grid needs no LLM; '' = the user cache).",
+    )
     p.add_argument("--generator-base-url", default=None, help="OpenAI-compatible base URL (openai backend).")
     p.add_argument("--generator-batch-size", type=int, default=8)
     p.add_argument(
         "--generator-threads",
         type=int,
         default=1,
-        help="torch threads while generating (environment.md: 2 threads made SmolLM2 5x slower when shared).",
+        help="generator threads (llama.cpp / torch): 2 threads on the shared 2-core CPU fall to ~1-2 tok/s.",
     )
+    p.add_argument("--strategy", default="auto", help="Counterfactual sets' strategy (auto: the model's own).")
+    p.add_argument(
+        "--guard-policy",
+        default="combined",
+        choices=["margin", "combined", "judge", "off"],
+        help="Guard policy of the counterfactual / counterfactual_weighted / full sets (the recommended one).",
+    )
+    p.add_argument(
+        "--judge-threshold",
+        type=float,
+        default=None,
+        help="Judge threshold (default: benchmarks/results/judge_calibration.json's train-split choice).",
+    )
+    p.add_argument("--hardness-strength", type=float, default=5.0, help="*_hardness variants (EmbeddingGemma: 5).")
     p.add_argument(
         "--constrained",
         action=argparse.BooleanOptionalAction,
@@ -190,18 +222,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--query-editor",
-        default="rules",
-        choices=["llm", "rules", "llm_then_rules"],
-        help="query_edit's editor for the counterfactual set: SmolLM2-135M makes 0 of 20 one-detail edits "
-        "(results/synthesis_smollm2.md), so the edit is made in code by default and the LLM writes the passage.",
+        default="auto",
+        choices=["auto", "llm", "rules", "llm_then_rules"],
+        help="query_edit's editor (auto: the model's recommendation; Qwen 1.5B: llm_then_rules).",
     )
-    p.add_argument("--max-new-tokens", type=int, default=0, help="0: per-collection default (128; SciFact 160).")
+    p.add_argument("--max-new-tokens", type=int, default=0, help="0: sized from each stage's schema.")
     p.add_argument("--max-attempts", type=int, default=2)
-    p.add_argument("--steps", type=int, default=10, help="Optimizer steps per training run (same for all).")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=30, help="Optimizer steps per training run (same for all).")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=2e-4)
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--max-seq-length", type=int, default=128, help="Training and evaluation truncation.")
     p.add_argument("--entropy-weight", type=float, default=0.05)
     p.add_argument("--entropy-temperature", type=float, default=0.1)
@@ -272,7 +303,8 @@ def collection_folder(spec: str) -> Path:
 
 
 def training_pairs(collection, args: argparse.Namespace, settings: dict[str, Any]):
-    """(train pairs with a ``title`` column, train query ids, validation query ids)."""
+    """(train pairs, train query ids, validation query ids). No title column: the query-edit writer sees only
+    the edited query, as in ``benchmarks/guard_policies.py`` (so the two share LLM responses)."""
     from negsynth_hf.data import pairs_dataset, split_train_validation
 
     all_ids = collection.split_query_ids("train")
@@ -290,8 +322,7 @@ def training_pairs(collection, args: argparse.Namespace, settings: dict[str, Any
         keep = list(dict.fromkeys(pairs["query_id"]))[: settings["max_train_queries"]]
         wanted = set(keep)
         pairs = pairs.select([i for i, q in enumerate(pairs["query_id"]) if q in wanted])
-    titles = [collection.corpus[d]["title"] for d in pairs["positive_id"]]
-    return pairs.add_column("title", titles), train_ids, val_ids
+    return pairs, train_ids, val_ids
 
 
 def mining_corpus(collection, train_ids: list[str], size: int | None) -> list[str]:
@@ -311,14 +342,51 @@ def generator_config(args: argparse.Namespace):
         batch_size=args.generator_batch_size,
         constrained=args.constrained,
         num_threads=args.generator_threads,
+        cache_dir=args.llm_cache_dir or None,
     )
+
+
+def guard_policy(args: argparse.Namespace, mode: str, profile: str) -> Any:
+    """``mode`` as ``build_dataset`` takes it: a name, or a GuardPolicy with the calibrated judge threshold."""
+    if mode in ("margin", "off"):
+        return mode
+    from negsynth_hf.verification import GuardPolicy, RelevanceJudge
+
+    judge = RelevanceJudge(generator_config(args), profile, max_chars=1500)
+    return GuardPolicy(mode=mode, judge=judge, threshold=judge_threshold(args))
+
+
+def judge_threshold(args: argparse.Namespace) -> float:
+    """``--judge-threshold``, else the one chosen on the train-split calibration (``calibrate_judge.py``)."""
+    if args.judge_threshold is not None:
+        return args.judge_threshold
+    report = reporting.read_json(RESULTS_DIR / "judge_calibration.json", None)
+    if not report:
+        raise SystemExit("no judge calibration: run benchmarks/calibrate_judge.py or pass --judge-threshold")
+    return float(report["threshold"]["chosen"]["threshold"])
+
+
+def set_specs(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each training set's ``build_dataset`` arguments. The counterfactual sets share one synthesis (same
+    strategy, prompts and seed: the response cache replays it) and differ only in the guard policy."""
+    synth = {"generator": generator_config(args), "num_generated": args.num_generated,
+             "strategy": args.strategy, "query_editor": args.query_editor}  # fmt: skip
+    cf = {
+        "counterfactual": args.guard_policy, "counterfactual_margin": "margin", "counterfactual_guard_off": "off",
+    }  # fmt: skip
+    specs: dict[str, dict[str, Any]] = {
+        "mined": {"generator": None, "num_generated": 0},
+        "naive": {**synth, "strategy": "naive", "false_negative_guard": False, "source_weights": False},
+    }
+    for name, mode in cf.items():
+        specs[name] = {**synth, "guard_policy": mode}
+    return specs
 
 
 def build_sets(
     pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path, needed: set[str]
 ):
-    """The ``needed`` training sets among mined, naive and counterfactual (``BuildResult``), built once and saved
-    under ``work``."""
+    """The ``needed`` training sets (``BuildResult``), each built once and saved under ``work``."""
     from negsynth_hf import build_dataset
     from negsynth_hf.build import BuildResult
     from negsynth_hf.training import resolve_model_path
@@ -329,32 +397,15 @@ def build_sets(
         "num_mined": args.num_mined,
         "relative_margin": args.relative_margin,
         "range_max": args.range_max,
-        "title_column": "title",
         "profile": settings["profile"],
         "max_new_tokens": settings["max_new_tokens"],
         "max_attempts": args.max_attempts,
         "seed": 0,
         "show_progress_bar": True,
     }
-    specs = {
-        "mined": {"generator": None, "num_generated": 0},
-        "naive": {
-            "generator": generator_config(args),
-            "num_generated": args.num_generated,
-            "strategy": "naive",
-            "false_negative_guard": False,
-            "source_weights": False,
-        },
-        "counterfactual": {
-            "generator": generator_config(args),
-            "num_generated": args.num_generated,
-            "strategy": "query_edit",
-            "query_editor": args.query_editor,
-        },
-    }
     sets: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    for name, spec in specs.items():
+    for name, spec in set_specs(args, settings).items():
         if name not in needed:
             continue
         path = work / "builds" / name
@@ -363,6 +414,8 @@ def build_sets(
             timings[name] = float("nan")
             print(f"[build] {name}: loaded {path}", flush=True)
             continue
+        if "guard_policy" in spec:
+            spec = {**spec, "guard_policy": guard_policy(args, spec["guard_policy"], settings["profile"])}
         start = time.perf_counter()
         result = build_dataset(pairs, **common, **spec)
         timings[name] = time.perf_counter() - start
@@ -390,6 +443,8 @@ def train_config(variant: str, args: argparse.Namespace):
         entropy_weight=args.entropy_weight if spec["entropy"] else 0.0,
         entropy_temperature=args.entropy_temperature,
         scale=args.scale,
+        hardness_mode="hard_negatives" if spec.get("hardness") else None,
+        hardness_strength=args.hardness_strength if spec.get("hardness") else 0.0,
         lora=True,
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,
@@ -415,6 +470,10 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
         "generator_backend",
         "generator_model",
         "query_editor",
+        "strategy",
+        "guard_policy",
+        "judge_threshold",
+        "hardness_strength",
         "constrained",
         "max_attempts",
         "steps",
@@ -455,6 +514,44 @@ def save_records(path: Path, records: list[dict[str, Any]]) -> list[dict[str, An
     return records
 
 
+def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.fmean(v.values()) for k, v in per_query.items()}
+
+
+def load_per_query(path: Path, key: str) -> dict[str, dict[str, dict[str, float]]]:
+    """``{"<variant>/<seed>": {metric: {query_id: score}}}`` saved under these settings (others are stale)."""
+    saved = reporting.read_json(path, {}) or {}
+    return dict(saved.get("runs", {})) if saved.get("settings_key") == key else {}
+
+
+def save_per_query(path: Path, key: str, per_query: dict[str, Any]) -> None:
+    merged = {**load_per_query(path, key), **per_query}  # another process's runs under the same settings stay
+    reporting.write_json(path, {"settings_key": key, "runs": dict(sorted(merged.items()))})
+
+
+def seed_averaged(per_query: dict[str, Any], variant: str, metric: str) -> tuple[dict[str, float], list[int]]:
+    """A variant's per-query ``metric`` averaged over its seeds, and which seeds."""
+    from negsynth_hf.significance import mean_over_seeds
+
+    runs = {int(k.split("/")[1]): v[metric] for k, v in per_query.items() if k.split("/")[0] == variant}
+    return (mean_over_seeds([runs[s] for s in sorted(runs)]), sorted(runs)) if runs else ({}, [])
+
+
+def significance(per_query: dict[str, Any], *, test: str = "fisher") -> list[dict[str, Any]]:
+    """Paired tests (ranx) over test queries for ``COMPARISONS`` present, each metric, seeds averaged per query."""
+    from negsynth_hf.significance import paired_test
+
+    pairs = dict.fromkeys([*COMPARISONS, *((v, b) for b in ("mined", "naive") for v in VARIANTS if v != b)])
+    out = []
+    for a, b in pairs:
+        for metric, _ in METRIC_KEYS:
+            (xa, seeds_a), (xb, seeds_b) = seed_averaged(per_query, a, metric), seed_averaged(per_query, b, metric)
+            if xa and xb:
+                result = paired_test(a, xa, b, xb, metric=metric, test=test).to_dict()
+                out.append({**result, "seeds_a": seeds_a, "seeds_b": seeds_b})
+    return out
+
+
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per variant (in ladder order): n seeds, mean and sample std of each metric, mean train seconds."""
     rows = []
@@ -470,7 +567,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any], tests: list[dict[str, Any]] = ()) -> str:
     lines = [f"# Retrieval quality on {meta.get('collection')} ({meta.get('split', 'test')} split)", ""]
     if meta.get("command"):
         lines += [f"Command: `{meta['command']}`", ""]
@@ -481,10 +578,24 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if meta.get("selection"):
         lines += _selection_lines(meta["selection"])
     rows = aggregate(records)
-    lines += _results_table(rows)
-    lines += ["", "Mean ± sample standard deviation over training seeds; bold = best mean."]
+    lines += _results_table(rows, tests)
+    lines += [
+        "",
+        "Mean ± sample standard deviation over training seeds; bold = best mean. Δ columns: nDCG@10 of the row "
+        "minus mined-only / naive, per-query scores averaged over seeds, two-sided paired randomization test over "
+        "the test queries (ranx, 10,000 permutations); * = p < 0.05. All pairs: `.significance.json`.",
+    ]
     lines += _differences(rows)
     return "\n".join(lines) + "\n"
+
+
+def _delta_cell(tests: list[dict[str, Any]], a: str, b: str) -> str:
+    """``+0.0123 (p 0.004)*`` for a - b on nDCG@10, from the paired tests ("" when not compared)."""
+    for t in tests:
+        if t["metric"] == "ndcg@10" and {t["a"], t["b"]} == {a, b}:
+            delta = t["delta"] if t["a"] == a else -t["delta"]
+            return f"{delta:+.4f} (p {t['p_value']:.3f}){'*' if t['p_value'] < 0.05 else ''}"
+    return ""
 
 
 def _selection_lines(selection: dict[str, Any]) -> list[str]:
@@ -502,8 +613,8 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
     return [intro, "", *reporting.markdown_table(header, rows, "rrrl"), ""]
 
 
-def _results_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Mean ± std per variant and metric, the best mean of each metric in bold."""
+def _results_table(rows: list[dict[str, Any]], tests: list[dict[str, Any]] = ()) -> list[str]:
+    """Mean ± std per variant and metric (the best mean of each in bold), and Δ nDCG@10 to mined and naive."""
     best = {key: max((r[key] for r in rows), default=float("nan")) for key, _ in METRIC_KEYS}
     body = []
     for r in rows:
@@ -512,9 +623,10 @@ def _results_table(rows: list[dict[str, Any]]) -> list[str]:
             text = reporting.fmt_mean_std(r[key], r[f"{key}_std"])
             cells.append(f"**{text}**" if r[key] == best[key] else text)
         seeds = "1 (deterministic)" if r["variant"] == "base" else str(r["n"])
-        body.append([r["variant"], seeds, *cells, f"{r['train_seconds']:.0f}"])
-    header = ["variant", "seeds", *(label for _, label in METRIC_KEYS), "train s/run"]
-    return reporting.markdown_table(header, body, "lrrrrr")
+        deltas = [_delta_cell(list(tests), r["variant"], b) if r["variant"] != b else "" for b in ("mined", "naive")]
+        body.append([r["variant"], seeds, *cells, *deltas, f"{r['train_seconds']:.0f}"])
+    header = ["variant", "seeds", *(label for _, label in METRIC_KEYS), "Δ vs mined", "Δ vs naive", "train s/run"]
+    return reporting.markdown_table(header, body, "lrrrrrrr")
 
 
 def _differences(rows: list[dict[str, Any]]) -> list[str]:
@@ -539,7 +651,11 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def write_reports(records: list[dict[str, Any]], paths: dict[str, Path], meta: dict[str, Any]) -> None:
-    paths["md"].write_text(to_markdown(records, meta), encoding="utf-8")
+    per_query = load_per_query(paths["per_query"], meta.get("settings_key", ""))
+    tests = significance(per_query) if per_query else []
+    if tests:
+        reporting.write_json(paths["significance"], tests)
+    paths["md"].write_text(to_markdown(records, meta, tests), encoding="utf-8")
     try:
         plot(records, paths["png"], f"{meta.get('collection')} {meta.get('split', 'test')}: mean ± std over seeds")
     except ImportError:  # matplotlib is optional
@@ -705,7 +821,8 @@ def run_meta(
         f"{'' if n_docs == full_corpus_size else f' (judged + random, of {full_corpus_size:,})'}; "
         f"training: {len(pairs)} rows ({len(set(pairs['query_id']))} train queries, "
         f"≤{settings['max_positives_per_query']} positive each), M={args.num_mined} mined + G={args.num_generated} "
-        f"generated negatives (SmolLM2-135M, `query_edit` = counterfactual strategy for a small generator), "
+        f"generated negatives ({args.generator_backend} {args.generator_model or 'default model'}, strategy "
+        f"{args.strategy}, recommended guard policy {args.guard_policy}), "
         f"{args.steps} steps × batch {args.batch_size} "
         f"({batching}), "
         f"LoRA r={args.lora_r} α={args.lora_alpha}, "
@@ -717,6 +834,12 @@ def run_meta(
         "command": command,
         "description": description,
         "settings_key": settings_key(args, settings),
+        "n_train_queries": len(set(pairs["query_id"])),
+        "n_train_rows": len(pairs),
+        "n_test_queries": len(evaluator.queries),
+        "test_corpus_size": n_docs,
+        "full_corpus_size": full_corpus_size,
+        "seeds": list(args.seeds),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
         "device": device_name(),
     }
@@ -746,18 +869,19 @@ def run_missing(
         "n_eval_queries": len(evaluator.queries),
         "eval_corpus_size": len(evaluator.corpus),
     }
-    base_scores: dict[str, float] | None = next(
-        ({k: r[k] for k, _ in METRIC_KEYS} for r in records if r["variant"] == "base"), None
-    )
+    per_query = load_per_query(paths["per_query"], key)
     for variant, seed in tqdm(todo, desc=f"{meta['collection']} runs"):
         start = time.perf_counter()
         if variant == "base":
-            base_scores = base_scores or scores(evaluator, load_base(args))  # deterministic: scored once
-            record = base_record(seed, base_scores)
+            base = per_query.get("base/0")  # deterministic: scored once, every seed's record is the same
+            means, per = scores(evaluator, load_base(args)) if base is None else (_means(base), base)
+            record = base_record(seed, means)
         else:
-            record = train_record(variant, seed, args, pairs, train_sets, evaluator, work)
+            record, per = train_record(variant, seed, args, pairs, train_sets, evaluator, work)
         record.update(common, wall_seconds=round(time.perf_counter() - start, 1))
         records.append(record)
+        per_query[f"{variant}/{0 if variant == 'base' else seed}"] = per
+        save_per_query(paths["per_query"], key, per_query)  # before the record: a record always has its scores
         records = save_records(paths["json"], records)
         write_reports(records, paths, meta)
         print(
@@ -774,12 +898,17 @@ def load_base(args: argparse.Namespace):
     return load_model(args.base_model, max_seq_length=args.max_seq_length)
 
 
-def scores(evaluator, model) -> dict[str, float]:
-    """The record's metric keys (``ndcg@10``, ...) from the library's evaluator output."""
-    from negsynth_hf.evaluation import pick_metrics
+def scores(evaluator, model) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(mean of each metric, ``{metric: {query_id: score}}``): ranx on the model's top-100 run over the evaluator's
+    queries and documents (binary relevance, as sentence-transformers' evaluator reads the qrels)."""
+    from negsynth_hf.significance import per_query_scores, retrieval_run
 
-    metrics = pick_metrics(evaluator(model))
-    return {k: metrics[label] for k, label in METRIC_KEYS}
+    queries = dict(zip(evaluator.queries_ids, evaluator.queries, strict=True))
+    corpus = dict(zip(evaluator.corpus_ids, evaluator.corpus, strict=True))
+    qrels = {q: {d: 1 for d in evaluator.relevant_docs[q]} for q in queries}
+    run = retrieval_run(model, queries, corpus, top_k=100, batch_size=64)
+    per_query = per_query_scores(qrels, run, [key for key, _ in METRIC_KEYS])
+    return {k: statistics.fmean(v.values()) for k, v in per_query.items()}, per_query
 
 
 def base_record(seed: int, base_scores: dict[str, float]) -> dict[str, Any]:
@@ -796,7 +925,7 @@ def base_record(seed: int, base_scores: dict[str, float]) -> dict[str, Any]:
 
 def train_record(
     variant: str, seed: int, args: argparse.Namespace, pairs, train_sets: dict[str, Any], evaluator, work: Path
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Train ``variant`` with ``seed`` (``negsynth_hf.training.train``) and score the merged model."""
     from negsynth_hf.training import train
 
@@ -815,7 +944,7 @@ def train_record(
         known_positives=pairs["known_positives"] if args.known_positive_batches else None,
     )
     eval_start = time.perf_counter()
-    metrics = scores(evaluator, model)  # ``train`` merged the LoRA weights into ``model``
+    metrics, per_query = scores(evaluator, model)  # ``train`` merged the LoRA weights into ``model``
     if not args.keep_models:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {
@@ -833,7 +962,7 @@ def train_record(
         "final_train_loss": next(
             (h.get("train_loss") for h in reversed(result.log_history) if "train_loss" in h), None
         ),
-    }
+    }, per_query
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ RESULT_KINDS = ("json", "md", "png")
 
 # --------------------------------------------------------------------------- files
 def result_paths(results_dir: str | Path, stem: str) -> dict[str, Path]:
-    """``{"json" | "md" | "png" | "meta": path}`` of one result: ``<results_dir>/<stem>.<kind>``."""
+    """``{"json" | "md" | "png": <stem>.<kind>, "meta" | "per_query" | "significance": <stem>.<kind>.json}``."""
     folder = Path(results_dir)
     paths = {kind: folder / f"{stem}.{kind}" for kind in RESULT_KINDS}
-    paths["meta"] = folder / f"{stem}.meta.json"
+    for extra in ("meta", "per_query", "significance"):
+        paths[extra] = folder / f"{stem}.{extra}.json"
     return paths
 
 

@@ -91,6 +91,10 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
             str(tmp_path / "work"),
             "--results-dir",
             str(results),
+            "--llm-cache-dir",
+            str(tmp_path / "llm-cache"),
+            "--judge-threshold",
+            "0.5",
         ]
         records = quality.main(argv)
         requests_first = len(server.requests)
@@ -113,6 +117,22 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     md = (results / "quality_tinycoll.md").read_text()
     assert "| full |" in md and "± " in md
     assert (results / "quality_tinycoll.png").stat().st_size > 0
+    assert by[("counterfactual_margin", 0)]["training_set"] == "counterfactual_margin"
+    assert by[("full_hardness", 0)]["loss_config"]["hardness_mode"] == "hard_negatives"
+    assert by[("mined_hardness", 0)]["loss_config"]["hardness_strength"] == 5.0
+    # per-query scores of every run (means are their means), and paired tests over the same test queries
+    per_query = json.loads((results / "quality_tinycoll.per_query.json").read_text())["runs"]
+    assert set(per_query) == {f"{v}/0" for v in quality.VARIANTS}
+    for r in records:
+        scores = per_query[f"{r['variant']}/0"]["ndcg@10"]
+        assert len(scores) == r["n_eval_queries"] and sum(scores.values()) / len(scores) == pytest.approx(r["ndcg@10"])
+    tests = json.loads((results / "quality_tinycoll.significance.json").read_text())
+    pairs = {(t["a"], t["b"]) for t in tests if t["metric"] == "ndcg@10"}
+    assert {("full", "mined"), ("full", "naive"), ("naive", "mined")} <= pairs
+    assert all(0.0 <= t["p_value"] <= 1.0 and t["test"] == "fisher" for t in tests)
+    assert "Δ vs mined" in md
+    meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
+    assert meta["n_test_queries"] == 5 and meta["test_corpus_size"] == 30 and meta["seeds"] == [0]
 
 
 def test_variants_map_to_the_documented_loss_switches():
@@ -122,7 +142,7 @@ def test_variants_map_to_the_documented_loss_switches():
     quality = _load_quality()
     args = argparse.Namespace(
         entropy_weight=0.05, entropy_temperature=0.1, scale=20.0, lora_r=8, lora_alpha=16, batch_size=16,
-        learning_rate=2e-4, steps=15, max_seq_length=128,
+        learning_rate=2e-4, steps=15, max_seq_length=128, hardness_strength=5.0,
     )  # fmt: skip
     switches = {
         v: (c.loss, c.use_weights, c.entropy_weight)
@@ -133,6 +153,9 @@ def test_variants_map_to_the_documented_loss_switches():
     assert switches["counterfactual_weighted"] == ("causalneg", "weights", 0.0)
     assert switches["full"] == ("causalneg", "weights", 0.05)
     assert switches["mined"][0] == "mined" and switches["in_batch"][0] == "in_batch"
+    assert switches["counterfactual_margin"] == switches["counterfactual_guard_off"] == switches["naive"]
+    hard = {v: quality.train_config(v, args).hardness_mode for v in quality.VARIANT_SPECS}
+    assert {v for v, mode in hard.items() if mode} == {"mined_hardness", "full_hardness"}
 
 
 def test_aggregate_mean_and_spread():

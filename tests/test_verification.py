@@ -167,6 +167,7 @@ PLANTED = {
     "judged_relevant": _cand("RELEVANT evidence on LDL.", strategy_type="entity_shift", violated_requirement="C1: x"),
     "judged_not_relevant": _cand("HDL and sleep quality.", strategy_type="entity_shift", violated_requirement="C1: x"),
     "outside_band": _cand("RELEVANT but scored far below the positive.", band=False),
+    "placeholder": _cand("...", band=False, degenerate="very_short"),  # Qwen 1.5B's counterfactual "text"
 }
 
 
@@ -188,6 +189,7 @@ def test_combined_policy_on_planted_cases():
         "judged_relevant": ("masked", "judge_relevant"),
         "judged_not_relevant": ("kept", "judge_not_relevant"),
         "outside_band": ("kept", "outside_band"),  # outside the margin band nothing changes
+        "placeholder": ("masked", "degenerate"),  # no negative at all, wherever it scores
     }
 
 
@@ -195,8 +197,10 @@ def test_margin_judge_and_off_modes():
     margin = _decide("margin")
     assert margin["carries_replacement"] == ("masked", "margin") and margin["outside_band"] == ("kept", "margin_passed")
     assert margin["contains_query"] == ("masked", "margin")  # margin mode: containment is only a flag
+    assert margin["placeholder"] == ("masked", "degenerate")
     judge = _decide("judge")
     assert judge["outside_band"] == ("masked", "judge_relevant")  # the judge sees every negative
+    assert judge["placeholder"] == ("masked", "degenerate")  # masked by rule: the judge is not asked
     assert set(_decide("off").values()) == {("kept", "policy_off")}
 
 

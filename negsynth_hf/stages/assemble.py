@@ -193,6 +193,7 @@ def _initial_counts(
         "masked_margin": v.counts["margin"] if v is not None and guard_enabled else 0,
         "masked_near_duplicate": v.counts["near_duplicate"] if v is not None and guard_enabled else 0,
         "masked_judge": v.counts["judge"] if v is not None and guard_enabled else 0,
+        "masked_degenerate": v.counts.get("degenerate", 0) if v is not None and guard_enabled else 0,
         "flagged_contains_query": v.counts["contains_query"] if v is not None else 0,
         **verdicts.policy_counts,
         **{f"judge_{k}": val for k, val in verdicts.judge_stats.items() if isinstance(val, int)},

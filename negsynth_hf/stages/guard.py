@@ -148,6 +148,7 @@ def _decide(
 ) -> Any:
     """The policy's decisions from the margin guard's findings, written back into ``v`` (reasons, counts)."""
     from negsynth_hf.synthesis.profiles import get_profile
+    from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS
     from negsynth_hf.verification.policy import Candidate, apply_policy
 
     margin = ["scores_above_positive" in f for f in v.flags]
@@ -162,16 +163,24 @@ def _decide(
             strategy_type=getattr(m, "strategy_type", None),
             violated_requirement=getattr(m, "violated_requirement", None),
             edited_query=getattr(m, "edited_query", None),
+            degenerate=next((g for g in DEGENERATE_FLAGS if g in (getattr(m, "flags", None) or ())), None),
         )  # fmt: skip
         for i, (q, p, t, f, m) in enumerate(zip(queries, positives, texts, v.flags, metas, strict=True))
     ]
     outcome = apply_policy(policy, cands, get_profile(profile))
-    if policy.mode != "margin":  # the reasons and counts assemble reads follow the policy's decisions
-        for i, d in enumerate(outcome.decisions):
+    masked = [d for d in outcome.decisions if d.masked]
+    v.counts["degenerate"] = sum(d.reason == "degenerate" for d in masked)
+    for i, d in enumerate(outcome.decisions):  # the reasons assemble reads follow the policy's decisions
+        if d.reason == "degenerate":
+            v.reasons[i] = f"{d.reason}: {d.detail}"
+        elif policy.mode != "margin":
             kept_reason = v.reasons[i] if policy.mode == "off" else ""  # off: what the margin rule would have said
             v.reasons[i] = f"{d.reason}: {d.detail}".rstrip(": ") if d.masked else kept_reason
-        masked = [d for d in outcome.decisions if d.masked]
+    if policy.mode == "margin":  # a degenerate text is counted once, as degenerate
+        v.counts["margin"] = sum(d.reason == "margin" for d in masked)
+        v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
+    else:
         v.counts["margin"] = sum(d.reason == "judge_failed_margin_fallback" for d in masked)
         v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
-        v.counts["judge"] = len(masked) - v.counts["margin"] - v.counts["near_duplicate"]
+        v.counts["judge"] = len(masked) - v.counts["margin"] - v.counts["near_duplicate"] - v.counts["degenerate"]
     return outcome

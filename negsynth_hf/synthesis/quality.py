@@ -32,6 +32,11 @@ FLAG_NAMES = (
 )
 
 
+#: flags that make a text no negative at all (masked by every guard policy but ``off``): "..." placeholders,
+#: refusals, loops and the positive itself; Qwen 1.5B's counterfactual replies were often the first
+DEGENERATE_FLAGS = ("very_short", "looks_like_refusal", "repetitive", "equals_positive")
+
+
 def normalize(text: str) -> str:
     """Lowercase, punctuation to spaces, collapsed whitespace."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())

@@ -4,6 +4,8 @@ The margin rule (positive-aware mining moved onto generated text) masks exactly 
 method is for, so under ``combined`` it only marks the *band* where a decision is needed:
 
 - ``off``: keep everything (the naive baseline); flags are still recorded.
+- every other mode first masks degenerate texts (``"..."`` placeholders, refusals, loops, the positive itself:
+  :data:`~negsynth_hf.synthesis.quality.DEGENERATE_FLAGS`), which are no negatives at all.
 - ``margin``: today's guard: near-duplicates of the positive and margin violators are masked.
 - ``judge``: near-duplicates, texts containing the whole query and edits of a kind the profile marks relevant
   are rule-masked; the judge decides every other negative.
@@ -86,6 +88,7 @@ class Candidate:
     strategy_type: str | None = None
     violated_requirement: str | None = None
     edited_query: str | None = None
+    degenerate: str | None = None  # the first degenerate quality flag of the text, if any
 
 
 @dataclass
@@ -146,6 +149,8 @@ def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, e
 
     if policy.mode == "off":
         return made("kept", "policy_off")
+    if c.degenerate:
+        return made("masked", "degenerate", f"flagged {c.degenerate}")
     if c.near_duplicate:
         return made("masked", "near_duplicate", "near-duplicate of the positive")
     if policy.mode == "margin":
