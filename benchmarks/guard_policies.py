@@ -83,6 +83,7 @@ def run_policy(collection: str, mode: str, col: Any, pairs: Any, args: argparse.
     summary = result.summary.to_dict()
     written = [s for s in slots if s["guard_decision"] is not None]
     return {
+        "examples": examples(written, args.examples),
         "rows": len(pairs),
         "generated_slots": len(slots),
         "texts": len(written),
@@ -94,6 +95,33 @@ def run_policy(collection: str, mode: str, col: Any, pairs: Any, args: argparse.
         "timings": summary["timings"],
         "generator_stats": summary["generator_stats"],
     }
+
+
+def examples(slots: list[dict[str, Any]], n: int) -> dict[str, list[dict[str, Any]]]:
+    """Up to ``n`` kept and ``n`` masked texts verbatim (in row order), with the scores that decided them."""
+    keys = ("query_id", "edited_query", "text", "original_text", "guard_reason", "sim_query", "sim_positive",
+            "sim_query_positive", "judge_p_relevant", "judge_p_original", "edit_check", "edit_kind")  # fmt: skip
+    out: dict[str, list[dict[str, Any]]] = {"kept": [], "masked": []}
+    for s in slots:
+        bucket = out[s["guard_decision"]]
+        if len(bucket) < n:
+            bucket.append({k: s.get(k) for k in keys})
+    return out
+
+
+def _example_lines(key: str, ex: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = []
+    for decision in ("kept", "masked"):
+        lines += ["", f"### {key}: {decision} ({len(ex.get(decision, []))} shown)", ""]
+        for e in ex.get(decision, []):
+            text = (e["text"] if decision == "kept" else e["original_text"] or e["text"]) or ""
+            p = "/".join(reporting.fmt(e[k]) for k in ("judge_p_relevant", "judge_p_original"))
+            lines.append(
+                f"- q{e['query_id']} `{e['guard_reason']}` sim(q,neg) {reporting.fmt(e['sim_query'])}, "
+                f"sim(q,pos) {reporting.fmt(e['sim_query_positive'])}, judge p(rel)/p(orig) {p}, edit "
+                f"{e['edit_kind']}/{e['edit_check']}; edited query: {e['edited_query']!r}; text: {text[:400]!r}"
+            )
+    return lines
 
 
 def _by_reason(slots: list[dict[str, Any]]) -> dict[str, int]:
@@ -119,6 +147,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {collection} | {mode} | {r['rows']} | {r['texts']} | {r['kept']} | {r['masked']} | {reasons} |"
         )
+    for key, r in report["runs"].items():
+        if key.split("/")[1] != "off" and r.get("examples"):
+            lines += _example_lines(key, r["examples"])
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-chars", type=int, default=1500, help="per-text cap in judge prompts")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (1 when the CPU is shared)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--examples", type=int, default=10, help="kept and masked texts shown verbatim per run")
     parser.add_argument("--out", default=str(RESULTS / "guard_policies"))
     parser.add_argument("--data-dir", default=str(DATA), help="generated slots and the LLM response cache")
     args = parser.parse_args(argv)
