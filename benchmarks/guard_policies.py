@@ -23,7 +23,6 @@ The judge threshold defaults to the one chosen on the train-split calibration
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,6 @@ CALIBRATION = RESULTS / "judge_calibration.json"
 MODEL = "qwen2.5-coder-1.5b-instruct"
 PROFILES = {"scifact": "scientific", "cranfield": "aeronautics", "cisi": "information_science"}
 POLICIES = ("margin", "off", "combined", "judge")
-#: provenance columns worth reading next to a generated text
-KEEP = (
-    "row", "query_id", "positive_id", "column", "status", "text", "original_text", "strategy", "strategy_type",
-    "violated_requirement", "edited_query", "changed_span", "edit_kind", "edit_check", "flags", "sim_query",
-    "sim_positive", "sim_query_positive", "guard_policy", "guard_decision", "guard_reason", "guard_in_band",
-    "judge_p_relevant", "judge_p_original", "judge_p_requirement", "judge_method", "weight", "row_failure_reason",
-)  # fmt: skip
 
 
 def calibrated_threshold(path: Path = CALIBRATION) -> float | None:
@@ -75,11 +67,7 @@ def run_policy(collection: str, mode: str, col: Any, pairs: Any, args: argparse.
         pairs, corpus=[col.doc_text(d) for d in col.corpus], generator=cfg, profile=profile, num_mined=3,
         num_generated=2, guard_policy=_policy(mode, cfg, profile, args), seed=args.seed, show_progress_bar=True,
     )  # fmt: skip
-    slots = [r for r in result.provenance.to_list() if r["source"] == "generated"]
-    data.mkdir(parents=True, exist_ok=True)
-    with (data / f"{collection}-{mode}.jsonl").open("w", encoding="utf-8") as out:
-        for slot in slots:
-            out.write(json.dumps({k: slot.get(k) for k in KEEP}, ensure_ascii=False) + "\n")
+    slots = reporting.write_generated_slots(data / f"{collection}-{mode}.jsonl", result.provenance)
     summary = result.summary.to_dict()
     written = [s for s in slots if s["guard_decision"] is not None]
     return {

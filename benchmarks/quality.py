@@ -240,6 +240,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     p.add_argument("--work-dir", default=None, help="Builds and runs (default outputs/quality/<collection>).")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument(
+        "--data-dir",
+        default=str(ROOT / "benchmarks" / "data" / "quality"),
+        help="Generated slots of each LLM-built set, keyed by ids (committed; load_dataset('json') reads them).",
+    )
     p.add_argument("--tag", default="", help="Suffix of the result files: quality_<collection><tag>.*")
     p.add_argument("--keep-models", action="store_true", help="Keep each run's merged model and adapter.")
     p.add_argument(
@@ -383,6 +388,11 @@ def set_specs(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, d
     return specs
 
 
+def sets_data_dir(args: argparse.Namespace, settings: dict[str, Any]) -> Path:
+    """Where a collection's generated slots go (``<--data-dir>/<collection><tag>/<set>.jsonl``)."""
+    return Path(args.data_dir) / f"{settings['collection']}{args.tag}"
+
+
 def build_sets(
     pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path, needed: set[str]
 ):
@@ -423,6 +433,8 @@ def build_sets(
             shutil.rmtree(path)
         result.save_to_disk(path)
         (path / "build_seconds.json").write_text(json.dumps({"seconds": timings[name]}) + "\n")
+        if spec.get("generator") is not None:  # what the LLM wrote, committed next to its responses
+            reporting.write_generated_slots(sets_data_dir(args, settings) / f"{name}.jsonl", result.provenance)
         sets[name] = result
         print(f"[build] {name}: {len(result.train)} rows in {timings[name]:.0f} s -> {path}", flush=True)
     for name in sets:

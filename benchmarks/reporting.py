@@ -27,6 +27,32 @@ def result_paths(results_dir: str | Path, stem: str) -> dict[str, Path]:
     return paths
 
 
+#: provenance columns written next to each generated text (keyed by ids, never the corpus' own documents)
+SLOT_COLUMNS = (
+    "row", "query_id", "positive_id", "column", "status", "text", "original_text", "generator_model_id",
+    "prompt_version", "strategy", "strategy_type", "violated_requirement", "explanation", "edited_query",
+    "changed_span", "edit_kind", "edit_check", "flags", "sim_query", "sim_positive", "sim_query_positive",
+    "hardness_percentile", "probe_p_generated", "guard_policy", "guard_decision", "guard_reason", "guard_in_band",
+    "judge_p_relevant", "judge_p_original", "judge_p_requirement", "judge_method", "weight", "weight_reason",
+    "row_failure_reason",
+)  # fmt: skip
+
+
+def write_generated_slots(path: Path, provenance: Any) -> list[dict[str, Any]]:
+    """A build's generated slots as JSON lines (``load_dataset("json", data_files=...)`` reads them); returns them.
+
+    Mined slots are left out: they are corpus documents, rebuilt from ``../shared/data`` by their ids.
+    """
+    slots = [r for r in provenance.to_list() if r["source"] == "generated"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for slot in slots:
+            out.write(json.dumps({k: slot.get(k) for k in SLOT_COLUMNS}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return slots
+
+
 def json_default(value: Any) -> Any:
     """``json.dumps`` fallback: NaN -> ``None`` (strict JSON has no NaN), anything else -> its ``str``."""
     if isinstance(value, float) and math.isnan(value):

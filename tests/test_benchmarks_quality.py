@@ -93,6 +93,8 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
             str(results),
             "--llm-cache-dir",
             str(tmp_path / "llm-cache"),
+            "--data-dir",
+            str(tmp_path / "data"),
             "--judge-threshold",
             "0.5",
         ]
@@ -131,6 +133,12 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     assert {("full", "mined"), ("full", "naive"), ("naive", "mined")} <= pairs
     assert all(0.0 <= t["p_value"] <= 1.0 and t["test"] == "fisher" for t in tests)
     assert "Δ vs mined" in md
+    from datasets import load_dataset  # what the LLM wrote, keyed by ids, readable as a dataset
+
+    slots = load_dataset("json", data_files=str(tmp_path / "data" / "tinycoll" / "counterfactual.jsonl"))["train"]
+    n_rows = json.loads((results / "quality_tinycoll.meta.json").read_text())["n_train_rows"]
+    assert len(slots) == n_rows * 2 and set(slots["guard_policy"]) <= {"combined", None}
+    assert {"query_id", "text", "guard_decision", "judge_p_relevant"} <= set(slots.column_names)
     meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
     assert meta["n_test_queries"] == 5 and meta["test_corpus_size"] == 30 and meta["seeds"] == [0]
 
