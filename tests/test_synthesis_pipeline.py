@@ -219,7 +219,7 @@ def test_query_edit_end_to_end():
     gen = ScriptedGenerator(qe_responder)
     synth = Synthesizer(gen, strategy="query_edit", max_attempts=2, profile="scientific")
     res = synth.synthesize([SynthesisInput(QUERY, POSITIVE, title="Vitamin D and fractures")])[0]
-    assert res.failure_reason is None and res.prompt_version == "qe-v3"
+    assert res.failure_reason is None and res.prompt_version == "qe-v4"
     assert gen.batches[0][0].json_schema == QUERY_EDIT_SCHEMA and len(gen.batches[0]) == 3  # K edits in one batch
     by_type = {n.strategy_type: n for n in res.negatives}
     assert set(by_type) == {"query_edit:population", "query_edit:other"}
@@ -290,7 +290,7 @@ def test_config_dict_json_safe_and_sensitive(monkeypatch):
     assert base["strategy"] == "counterfactual" and base["prompt_version"] == "cf-v2" and base["profile"] == "generic"
     assert base["model_id"] == "scripted" and base["num_negatives"] == 3 and base["seed"] == 0
     assert Synthesizer(gen, profile="trivia").config_dict()["profile_hash"] != base["profile_hash"]
-    assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v3"
+    assert Synthesizer(gen, strategy="query_edit").config_dict()["prompt_version"] == "qe-v4"
     from negsynth_hf.synthesis import PROMPT_VERSION, PROMPT_VERSIONS, prompts
 
     assert all(v in PROMPT_VERSION.split("+") for v in PROMPT_VERSIONS.values())  # one id covering every template

@@ -113,7 +113,7 @@ def test_rules_end_to_end_makes_no_edit_call():
     ok, none = synth.synthesize(items)
     assert all(r.schema_name == "edited_passage" for r in gen.requests)  # stage 1 made no LLM call
     assert len(gen.requests) == 2 and ok.llm_calls == 2 and none.llm_calls == 0
-    assert ok.failure_reason is None and ok.prompt_version == f"qe-v3+rules:{RULE_EDITS_VERSION}"
+    assert ok.failure_reason is None and ok.prompt_version == f"qe-v4+rules:{RULE_EDITS_VERSION}"
     assert all(r.prompt_version.startswith(ok.prompt_version) for r in gen.requests)
     assert [n.strategy_type for n in ok.negatives] == ["query_edit:population"] * 2
     for n in ok.negatives:
@@ -147,7 +147,7 @@ def test_llm_then_rules_falls_back_after_failed_edits():
 def test_llm_editor_is_unchanged_by_default():
     gen = ScriptedGenerator(lambda r: CLAIMS[2] if r.schema_name == "query_edit" else "x")
     res = Synthesizer(gen, strategy="query_edit", num_negatives=1).synthesize([SynthesisInput(CLAIMS[2], POSITIVE)])[0]
-    assert res.negatives == [] and "identical" in res.failure_reason and res.prompt_version == "qe-v3"
+    assert res.negatives == [] and "identical" in res.failure_reason and res.prompt_version == "qe-v4"
 
 
 def test_config_dict_and_validation():
@@ -189,7 +189,7 @@ def test_transform_forwards_query_editor_and_hashes_it():
         CounterfactualNegatives(config, strategy="query_edit", query_editor="rules")
     )
     assert Hasher.hash(default) != Hasher.hash(rules)
-    assert rules.config_dict()["query_editor"] == "rules" and rules.prompt_version.startswith("qe-v3+rules")
+    assert rules.config_dict()["query_editor"] == "rules" and rules.prompt_version.startswith("qe-v4+rules")
     clone = pickle.loads(pickle.dumps(rules))
     assert clone.query_editor == "rules" and pickle.loads(pickle.dumps(default)).query_editor == "llm"
     synth = rules._make_synthesizer(ScriptedGenerator(_passage_responder))

@@ -18,7 +18,8 @@ from .profiles import DatasetProfile
 
 #: strategy -> prompt template version
 # qe-v3: the query-edit prompt names the edit kinds a profile marks relevant (avoided)
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v3"}
+# qe-v4: the edit schema's spans hold a whole query (schemas.SPAN_CHARS 100 -> 300)
+PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v4"}
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
@@ -204,7 +205,7 @@ def naive_messages(
     return _messages(system, user)
 
 
-# --------------------------------------------------------------------------- query edit (qe-v3)
+# --------------------------------------------------------------------------- query edit (qe-v4)
 
 
 def query_edit_messages(
