@@ -41,6 +41,8 @@ class EvaluationResult:
     corpus_size: int
     full_corpus_size: int
     models: list[ModelScores] = field(default_factory=list)
+    #: paired tests over the queries (``negsynth_hf.significance.PairedTest.to_dict()``): trained vs base
+    significance: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,11 @@ class EvaluationResult:
                 + " | ".join(f"{trained[label] - base[label]:+.4f}" for label, _, _ in METRICS)
                 + " |"
             )
+        p = {t["metric"]: t["p_value"] for t in self.significance}
+        if p:
+            cells = " | ".join(f"{p[key]:.3f}" if key in p else "" for _, key, _ in _PAIRED)
+            lines.append(f"| p (paired randomization test) | {cells} |")
+            lines += ["", f"p: two-sided, over the {self.num_queries} queries (ranx); < 0.05 = unlikely to be noise."]
         return "\n".join(lines) + "\n"
 
     def save(self, folder: str | Path) -> Path:
@@ -86,6 +93,32 @@ class EvaluationResult:
         (folder / RESULTS_JSON).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
         (folder / RESULTS_MD).write_text(self.to_markdown(), encoding="utf-8")
         return folder
+
+
+# (label, ranx metric, evaluator suffix): the same three metrics, per query
+_PAIRED = (("nDCG@10", "ndcg@10", "cosine_ndcg@10"), ("MRR@10", "mrr@10", "cosine_mrr@10"),
+           ("Recall@100", "recall@100", "cosine_recall@100"))  # fmt: skip
+
+
+def per_query(evaluator: Any, model: Any) -> dict[str, dict[str, float]] | None:
+    """``{metric: {query_id: score}}`` on the evaluator's own queries and documents (``None`` without ranx)."""
+    try:
+        from negsynth_hf.significance import per_query_scores, retrieval_run
+
+        queries = dict(zip(evaluator.queries_ids, evaluator.queries, strict=True))
+        corpus = dict(zip(evaluator.corpus_ids, evaluator.corpus, strict=True))
+        qrels = {q: {d: 1 for d in evaluator.relevant_docs[q]} for q in queries}
+        run = retrieval_run(model, queries, corpus, batch_size=evaluator.batch_size)
+        return per_query_scores(qrels, run, [key for _, key, _ in _PAIRED])
+    except ImportError:  # ranx is optional (the bench extra): the table then has no p-values
+        return None
+
+
+def paired_tests(a: str, a_scores: dict, b: str, b_scores: dict) -> list[dict[str, Any]]:
+    """a vs b on each metric, paired over the same queries (``negsynth_hf.significance.paired_test``)."""
+    from negsynth_hf.significance import paired_test
+
+    return [paired_test(a, a_scores[k], b, b_scores[k], metric=k).to_dict() for _, k, _ in _PAIRED]
 
 
 def pick_metrics(raw: dict[str, float]) -> dict[str, float]:
@@ -110,8 +143,12 @@ def evaluate_models(
     seed: int = 0,
     max_seq_length: int | None = None,
     show_progress_bar: bool = True,
+    significance: bool = True,
 ) -> EvaluationResult:
     """Evaluate each ``{name: model path or 'embedded'}`` on the same queries and documents.
+
+    With ``significance`` (and ``ranx`` installed) and models named ``base`` and ``trained``, the per-query scores
+    of both go through a paired randomization test (:mod:`negsynth_hf.significance`), in ``result.significance``.
 
     ``max_queries`` samples test queries (seeded); ``corpus_size`` keeps every judged document and adds seeded
     random distractors (documented in the result, since it makes scores higher than on the full corpus).
@@ -132,13 +169,18 @@ def evaluate_models(
         corpus_size=len(evaluator.corpus),
         full_corpus_size=full_corpus_size,
     )
+    scores: dict[str, Any] = {}
     for name, spec in models.items():
         start = time.perf_counter()
         model = load_model(spec, max_seq_length=max_seq_length)
         metrics = pick_metrics(evaluator(model))
+        if significance and {"base", "trained"} <= set(models):
+            scores[name] = per_query(evaluator, model)
         result.models.append(
             ModelScores(name=name, model=str(spec), metrics=metrics, seconds=round(time.perf_counter() - start, 2))
         )
+    if scores.get("base") and scores.get("trained"):
+        result.significance = paired_tests("trained", scores["trained"], "base", scores["base"])
     return result
 
 

@@ -76,6 +76,12 @@ def test_evaluate_base_vs_trained(tmp_path, tiny_model_path, minilm_path):
     assert "| base |" in table and "| trained |" in table and "Δ (trained − base)" in table
     delta = trained["nDCG@10"] - result.scores("base")["nDCG@10"]
     assert f"{delta:+.4f}" in table
+    # the paired test's means are the evaluator's own metrics (same queries, same documents), with a p-value
+    tests = {t["metric"]: t for t in result.significance}
+    assert set(tests) == {"ndcg@10", "mrr@10", "recall@100"}
+    assert tests["ndcg@10"]["delta"] == pytest.approx(delta, abs=1e-4) and tests["ndcg@10"]["n_queries"] == 4
+    assert tests["mrr@10"]["mean_a"] == pytest.approx(trained["MRR@10"], abs=1e-4)
+    assert all(0.0 <= t["p_value"] <= 1.0 for t in tests.values()) and "p (paired randomization test)" in table
 
 
 def test_query_and_corpus_subsets_are_documented(tmp_path, tiny_model_path):
