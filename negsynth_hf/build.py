@@ -57,6 +57,7 @@ class BuildOptions:
     show_progress_bar: bool
     cache_root: Path | None
     guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
+    mined_judge: Any = None  # negsynth_hf.verification.MinedJudge (None: mined negatives are not judged)
 
 
 def build_dataset(
@@ -98,6 +99,7 @@ def build_dataset(
     cache_dir: str | None = None,
     query_editor: QueryEditor = SYNTHESIS.query_editor,
     guard_policy: Any = "margin",
+    mined_judge: Any = None,
 ) -> BuildResult:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
@@ -134,6 +136,9 @@ def build_dataset(
             ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
             :class:`~negsynth_hf.verification.RelevanceJudge`); every decision is in provenance
             (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and counted (``guard_*``, ``judge_*``).
+        mined_judge: a :class:`~negsynth_hf.verification.MinedJudge` (RLHN): mined negatives its relevance judge
+            finds relevant (p >= threshold) are masked (weight 0, text and p in provenance), counted as
+            ``mined_masked_judge`` of ``mined_judged``. ``None``: mining's own decision stands.
         source_weights: importance weights from the cross-fitted source probe (False: generated weight 1;
             the probe AUC is still reported).
         hardness: record each generated negative's percentile within its row's mined similarities.
@@ -184,7 +189,7 @@ def build_dataset(
     options = BuildOptions(
         int(num_mined), g, false_negative_guard, tuple(judges), source_weights, hardness, map_batch_size,
         num_proc, encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir),
-        _guard_policy(guard_policy),
+        _guard_policy(guard_policy), mined_judge,
     )  # fmt: skip
     result = run_stages(rows, corpus, retriever, generator, synthesis, mining, options)
     if show_progress_bar:
@@ -242,6 +247,9 @@ def run_stages(
                 rows, model, num_mined=o.num_mined, corpus=corpus_texts, options=mining,
                 cache_root=o.cache_root, batch_size=o.encode_batch_size,
             )  # fmt: skip
+        if o.mined_judge is not None:
+            with _timed(timings, "judge_mined"):
+                mined = mine.judge_mined_rows(rows, mined, o.mined_judge)
     generated = synthesize.GeneratedRows.none(len(rows))
     if synthesis is not None:
         with _timed(timings, "synthesize"):
@@ -320,6 +328,8 @@ def _build_config(
             "relative_margin": verdicts.relative_margin,
             "judges": [getattr(j, "name", type(j).__name__) for j in options.judges],
             "policy": options.guard_policy.to_config() if options.guard_policy is not None else None,
+            "mined_judge": options.mined_judge.to_config() if options.mined_judge is not None else None,
+            "mined_judge_cost": mined.judge_stats or None,
         },
         "source_weights": options.source_weights,
         "hardness": options.hardness,

@@ -240,6 +240,30 @@ def test_build_records_decisions_and_counts(tiny_model, tmp_path):
     assert result.summary.guard["judge"]["per_judgment"]["prompt_tokens"] == 40
 
 
+def test_mined_judge_masks_mined_negatives_judged_relevant_counted_and_kept_in_provenance(tiny_model, tmp_path):
+    """RLHN: mined "negatives" the judge finds relevant leave the training signal (weight 0), none silently."""
+    from negsynth_hf.verification import MinedJudge
+
+    docs = [t + (" RELEVANT" if i % 3 == 0 else "") for i, t in enumerate(corpus())]  # the mock says yes to these
+    judge = RelevanceJudge(MockJudgeGenerator(), "generic")
+    result = build_dataset(
+        Dataset.from_dict(pairs(6)), corpus=docs, retriever=tiny_model, generator=None, num_mined=3,
+        cache_dir=str(tmp_path / "c"), show_progress_bar=False, mined_judge=MinedJudge(judge, threshold=0.5),
+    )  # fmt: skip
+    mined = result.provenance.filter(lambda r: r["source"] == "mined")
+    masked = mined.filter(lambda r: r["status"] == "masked")
+    ok = mined.filter(lambda r: r["status"] == "ok")
+    counts = result.summary.counts
+    assert counts["mined_judged"] == len(masked) + len(ok) and counts["mined_masked_judge"] == len(masked) > 0
+    assert all("RELEVANT" in t for t in masked["original_text"]) and not any("RELEVANT" in t for t in ok["text"])
+    assert set(masked["weight"]) == {0.0} and all(p == pytest.approx(0.9) for p in masked["judge_p_relevant"])
+    assert set(masked["guard_reason"]) == {"judge_relevant"} and counts["mined_judge_failed"] == 0
+    assert result.config["guard"]["mined_judge"]["threshold"] == 0.5
+    assert result.config["guard"]["mined_judge_cost"]["per_judgment"]["prompt_tokens"] == 40
+    with pytest.raises(ValueError, match="MinedJudge.threshold"):
+        MinedJudge(judge, threshold=2.0)
+
+
 @pytest.mark.slow
 def test_policy_on_planted_cases_with_a_real_small_model(tmp_path):
     """SmolLM2-135M through a real llama.cpp server: the rules decide their cases whatever the model says, the

@@ -255,6 +255,14 @@ class _RowBuilder:
                 sim_query=self.weights.mined_similarities[i][j],
                 sim_positive=self.emb.sim(self.rows.positives[i], text),
             )
+        judged = self.mined.judged_relevant[i] if self.mined.judged_relevant else []
+        if j - len(own) < len(judged):  # a mined negative the judge found relevant: masked, its text kept here
+            text, p = judged[j - len(own)]
+            return SlotRecord(
+                source="mined", status="masked", text=next(fillers), original_text=text, weight=0.0,
+                weight_reason=f"masked: the relevance judge found this mined negative relevant (p={p:.3f})",
+                guard_decision="masked", guard_reason="judge_relevant", judge_p_relevant=p,
+            )  # fmt: skip
         counts["mined_filled"] += 1
         reason = f"filled: only {len(own)} mined negatives passed the mining filters"
         return SlotRecord(source="mined", status="filled", text=next(fillers), weight=0.0, weight_reason=reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,10 +55,25 @@ class MinedRows:
     counts: dict[str, int] = field(default_factory=lambda: {"rows_mined_short": 0, "rows_mined_empty": 0})
     query_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     document_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per row, mined negatives the relevance judge found relevant (text, p): out of ``negatives``, masked slots
+    judged_relevant: list[list[tuple[str, float]]] = field(default_factory=list)
+    judge_stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def none(cls, n: int) -> MinedRows:
         return cls(negatives=[[] for _ in range(n)])
+
+
+def judge_mined_rows(rows: PairRows, mined: MinedRows, policy: Any) -> MinedRows:
+    """``mined`` without the negatives ``policy`` (a :class:`~negsynth_hf.verification.MinedJudge`) judges
+    relevant; they are kept, with their p, in ``judged_relevant`` and counted."""
+    from negsynth_hf.verification.mined import judge_mined
+
+    verdicts = judge_mined(policy, rows.anchors, mined.negatives)
+    return dataclasses.replace(
+        mined, negatives=verdicts.kept, judged_relevant=verdicts.judged_relevant,
+        counts={**mined.counts, **verdicts.counts}, judge_stats=verdicts.judge_stats,
+    )  # fmt: skip
 
 
 def load_retriever(retriever: Any) -> Retriever:

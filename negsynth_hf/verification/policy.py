@@ -168,7 +168,7 @@ def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, e
     return None
 
 
-def _safe(call: Any, n: int) -> list[Judgment]:
+def safe_judgments(call: Any, n: int) -> list[Judgment]:
     """A judge call that cannot fail the build: an exception (or a wrong count) becomes ``n`` failed judgments."""
     if n == 0:
         return []
@@ -197,7 +197,7 @@ def _judge_pending(policy: GuardPolicy, cands: list[Candidate]) -> list[dict[str
     }  # fmt: skip
     out: list[dict[str, Judgment]] = [{} for _ in cands]
     for key, (idx, call) in batches.items():
-        for i, judgment in zip(idx, _safe(call, len(idx)), strict=True):
+        for i, judgment in zip(idx, safe_judgments(call, len(idx)), strict=True):
             out[i][key] = judgment
     return out
 
