@@ -35,7 +35,7 @@ from negsynth_hf import paths  # noqa: E402
 from negsynth_hf.build import build_dataset  # noqa: E402
 from negsynth_hf.data import load_beir, pairs_dataset  # noqa: E402
 from negsynth_hf.generators import GeneratorConfig  # noqa: E402
-from negsynth_hf.verification import GuardPolicy, RelevanceJudge  # noqa: E402
+from negsynth_hf.verification import GuardPolicy, MinedJudge, RelevanceJudge  # noqa: E402
 
 DATA = ROOT / "data" / "guard_policies"
 RESULTS = ROOT / "results"
@@ -82,6 +82,28 @@ def run_policy(collection: str, mode: str, col: Any, pairs: Any, args: argparse.
         "counts": summary["counts"],
         "timings": summary["timings"],
         "generator_stats": summary["generator_stats"],
+    }
+
+
+def run_mined_judge(collection: str, col: Any, pairs: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """RLHN on the same rows: M=3 mined negatives each, judged; the ones judged relevant, by document id."""
+    cfg = GeneratorConfig(model=args.model, cache_dir=str(Path(args.data_dir) / "responses"), num_threads=args.threads)
+    judge = MinedJudge(RelevanceJudge(cfg, PROFILES[collection], max_chars=args.max_chars), threshold=args.threshold)
+    texts = {col.doc_text(d): d for d in col.corpus}
+    result = build_dataset(
+        pairs, corpus=list(texts), generator=None, num_mined=3, mined_judge=judge, seed=args.seed,
+        show_progress_bar=True,
+    )  # fmt: skip
+    masked = [r for r in result.provenance.to_list() if r["source"] == "mined" and r["status"] == "masked"]
+    counts = result.summary.counts
+    return {
+        "rows": len(pairs),
+        **{k: counts[k] for k in ("mined_judged", "mined_masked_judge", "mined_judge_failed")},
+        "masked": [
+            {"query_id": r["query_id"], "doc_id": texts.get(r["original_text"]), "p": r["judge_p_relevant"]}
+            for r in masked
+        ],  # fmt: skip
+        "cost": result.config["guard"]["mined_judge_cost"],
     }
 
 
@@ -135,6 +157,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {collection} | {mode} | {r['rows']} | {r['texts']} | {r['kept']} | {r['masked']} | {reasons} |"
         )
+    if report.get("mined_judge"):
+        lines += ["", "Mined negatives judged (RLHN, `--mined-judge`; M=3 per row, same threshold):", "",
+                  "| collection | rows | mined judged | judged relevant (masked) | failed | s / judgment |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for collection, m in report["mined_judge"].items():
+            per = (m.get("cost") or {}).get("per_judgment", {})
+            lines.append(f"| {collection} | {m['rows']} | {m['mined_judged']} | {m['mined_masked_judge']} | "
+                         f"{m['mined_judge_failed']} | {reporting.fmt(per.get('seconds'), 2)} |")  # fmt: skip
     for key, r in report["runs"].items():
         if key.split("/")[1] != "off" and r.get("examples"):
             lines += _example_lines(key, r["examples"])
@@ -145,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=32, help="training rows per collection")
     parser.add_argument("--collections", nargs="+", default=["scifact", "cranfield"], choices=list(PROFILES))
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--mined-judge", action="store_true", help="also judge the rows' mined negatives (RLHN)")
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--threshold", type=float, default=None, help="default: the calibrated one (else 0.5)")
     parser.add_argument("--contrastive", action="store_true", help="query edits judged original vs edited")
@@ -165,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     for collection in args.collections:
         col = load_beir(paths.shared_data_dir() / collection, splits=["train"])
         pairs = pairs_dataset(col, "train", max_queries=args.rows)
+        if args.mined_judge:
+            print(f"== {collection} / mined judge", flush=True)
+            report.setdefault("mined_judge", {})[collection] = run_mined_judge(collection, col, pairs, args)
+            reporting.write_json(out.with_suffix(".json"), report)
         for mode in args.policies:
             print(f"== {collection} / {mode}", flush=True)
             report["runs"][f"{collection}/{mode}"] = run_policy(collection, mode, col, pairs, args)
