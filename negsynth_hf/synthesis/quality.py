@@ -33,8 +33,9 @@ FLAG_NAMES = (
 
 
 #: flags that make a text no negative at all (masked by every guard policy but ``off``): "..." placeholders,
-#: refusals, loops and the positive itself; Qwen 1.5B's counterfactual replies were often the first
-DEGENERATE_FLAGS = ("very_short", "looks_like_refusal", "repetitive", "equals_positive")
+#: refusals and loops; Qwen 1.5B's counterfactual replies were often the first. (A copy of the positive is the
+#: near-duplicate rule's.)
+DEGENERATE_FLAGS = ("very_short", "looks_like_refusal", "repetitive")
 
 
 def normalize(text: str) -> str:

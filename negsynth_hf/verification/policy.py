@@ -4,7 +4,7 @@ The margin rule (positive-aware mining moved onto generated text) masks exactly 
 method is for, so under ``combined`` it only marks the *band* where a decision is needed:
 
 - ``off``: keep everything (the naive baseline); flags are still recorded.
-- every other mode first masks degenerate texts (``"..."`` placeholders, refusals, loops, the positive itself:
+- every other mode first masks degenerate texts (``"..."`` placeholders, refusals, loops:
   :data:`~negsynth_hf.synthesis.quality.DEGENERATE_FLAGS`), which are no negatives at all.
 - ``margin``: today's guard: near-duplicates of the positive and margin violators are masked.
 - ``judge``: near-duplicates, texts containing the whole query and edits of a kind the profile marks relevant
