@@ -50,6 +50,8 @@ CELLS = {
 }  # fmt: skip
 PLANT_VERSION = "calib-plant-v1"
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+#: below this pooled ROC AUC the judge is not let decide (the markdown says so; guard policy ``checks``)
+USABLE_AUC = 0.75
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Case:
     document: str
     edited_query: str | None = None
     span: tuple[str, str] | None = None
+    positive: str = ""  # the query's top judged positive: what a guard compares the case with
 
 
 def _rewrite_request(kind: str, text: str, profile: Any) -> ChatRequest:
@@ -110,21 +113,27 @@ def _base_cases(col: Any, qids: list[str], n: int, corpus_size: int, rng: random
     for qid, qv in zip(qids[:n], q_emb, strict=True):
         query, judged = col.queries[qid], set(table[qid])
         rel = sorted(d for d in judged if d in docs)
-        cases.append(Case("relevant", qid, query, docs[rng.choice(rel)]))
+        pos = docs[_top_positive(table, qid)]
+        cases.append(Case("relevant", qid, query, docs[rng.choice(rel)], positive=pos))
         ranked = np.argsort(-(doc_emb @ qv))
         hard = next(ids[j] for j in ranked if ids[j] not in judged)
-        cases.append(Case("hard_nonrelevant", qid, query, docs[hard]))
-        cases.append(Case("random_nonrelevant", qid, query, docs[rng.choice([d for d in ids if d not in judged])]))
+        cases.append(Case("hard_nonrelevant", qid, query, docs[hard], positive=pos))
+        random_doc = docs[rng.choice([d for d in ids if d not in judged])]
+        cases.append(Case("random_nonrelevant", qid, query, random_doc, positive=pos))
     return cases
+
+
+def _top_positive(table: dict, qid: str) -> str:
+    return sorted(table[qid], key=lambda d: -table[qid][d])[0]
 
 
 def _planted_cases(gen: Any, col: Any, qids: list[str], n: int, profile: Any, rng: random.Random) -> list[Case]:
     """LLM-written cases with known answers (paraphrase/shortened positives, direction flips, allowed edits)."""
     table, cases, requests = col.qrels["train"], [], []
     for qid in qids[:n]:
-        pos = col.doc_text(sorted(table[qid], key=lambda d: -table[qid][d])[0])
+        pos = col.doc_text(_top_positive(table, qid))
         for kind in ("paraphrase", "shortened"):
-            cases.append(Case(kind, qid, col.queries[qid], ""))
+            cases.append(Case(kind, qid, col.queries[qid], "", positive=pos))
             requests.append(_rewrite_request(kind, pos, profile))
     flips = (
         [q for q in qids if rule_edits(col.queries[q], 1, avoid=EDIT_TYPE_ORDER[:-1])]
@@ -139,7 +148,8 @@ def _planted_cases(gen: Any, col: Any, qids: list[str], n: int, profile: Any, rn
             edits = rule_edits(col.queries[qid], 1, seed=rng.randrange(1000), avoid=avoid)
             if edits:
                 e = edits[0]
-                cases.append(Case(cell, qid, col.queries[qid], "", e.edited_query, (e.old, e.new)))
+                pos = col.doc_text(_top_positive(table, qid))
+                cases.append(Case(cell, qid, col.queries[qid], "", e.edited_query, (e.old, e.new), positive=pos))
                 requests.append(_passage_request(e.edited_query, profile))
     replies = gen.generate(requests)
     kept = []
@@ -173,6 +183,58 @@ def _score(judge: RelevanceJudge, cases: list[Case]) -> list[dict[str, Any]]:
     return rows
 
 
+POLICY_MODES = ("margin", "checks", "combined", "judge")
+#: cells whose texts a guard must mask (relevant to the query) / keep (not relevant)
+MUST_CATCH = ("relevant", "paraphrase", "shortened", "direction_flip")
+
+
+def _candidates(cases: list[Case], retriever: Any) -> tuple[list[int], list[Any]]:
+    """The guard's view of each case (as ``stages.guard`` builds it): margin band, near-duplicate, edit span."""
+    from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS, quality_flags
+    from negsynth_hf.verification import Candidate
+    from negsynth_hf.verify import verify_negatives
+
+    idx = [i for i, c in enumerate(cases) if c.document != c.positive]  # the positive itself is no candidate
+    sel = [cases[i] for i in idx]
+    v = verify_negatives([c.query for c in sel], [c.positive for c in sel], [c.document for c in sel],
+                         model=retriever, absolute_margin=None, relative_margin=0.05)  # fmt: skip
+    cands = []
+    for k, c in enumerate(sel):
+        flags, q = v.flags[k], quality_flags(c.document, query=c.query, positive=c.positive)
+        cands.append(Candidate(
+            c.query, c.positive, c.document, "near_duplicate_of_positive" in flags, "contains_query" in flags,
+            v.reasons[k] if "scores_above_positive" in flags else None,
+            strategy_type="query_edit" if c.span else None,
+            violated_requirement=f"{c.span[0]!r} -> {c.span[1]!r}" if c.span else None,
+            edited_query=c.edited_query, degenerate=next((g for g in DEGENERATE_FLAGS if g in q), None),
+        ))  # fmt: skip
+    return idx, cands
+
+
+def evaluate_policies(cases: list[Case], rows: list[dict], judge: Any, profile: Any, threshold: float) -> None:
+    """Each guard policy's decision on every case (judge answers come from the cache), written into ``rows``."""
+    from sentence_transformers import SentenceTransformer
+
+    from negsynth_hf.verification import GuardPolicy, apply_policy
+
+    idx, cands = _candidates(cases, SentenceTransformer(str(paths.embedded_retriever_path())))
+    for mode in POLICY_MODES:
+        policy = GuardPolicy(mode=mode, judge=judge if mode in ("combined", "judge") else None, threshold=threshold)
+        for i, d in zip(idx, apply_policy(policy, cands, profile).decisions, strict=True):
+            rows[i].setdefault("policy", {})[mode] = f"{d.decision}:{d.reason}"
+            rows[i]["in_band"] = d.in_band
+
+
+def policy_table(rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per cell and policy: how many cases were masked (right for must-catch cells, wrong for the others)."""
+    out: dict[str, dict[str, Any]] = {}
+    for cell in CELLS:
+        sel = [r for r in rows if r["cell"] == cell and r.get("policy")]
+        out[cell] = {"n": len(sel), "in_band": sum(r["in_band"] for r in sel), "must_mask": cell in MUST_CATCH,
+                     **{m: sum(r["policy"][m].startswith("masked") for r in sel) for m in POLICY_MODES}}  # fmt: skip
+    return out
+
+
 def _auc(rows: list[dict], positive: str, negative: str, key: str = "p") -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
@@ -191,7 +253,10 @@ def _at_threshold(rows: list[dict], t: float) -> dict[str, Any]:
     prec = tp / (tp + fp) if tp + fp else float("nan")
     rec = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * prec * rec / (prec + rec) if tp else 0.0
-    return {"threshold": t, "tp": tp, "fp": fp, "fn": fn, "precision": prec, "recall": rec, "f1": f1}
+    tn = len(scored) - tp - fp - fn
+    youden = rec - fp / (fp + tn) if tp + fn and fp + tn else float("nan")
+    return {"threshold": t, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": prec, "recall": rec, "f1": f1,
+            "youden_j": youden}  # fmt: skip
 
 
 def _cells(rows: list[dict], t: float) -> dict[str, dict[str, Any]]:
@@ -223,6 +288,7 @@ def calibrate_collection(name: str, args: argparse.Namespace, gen: Any) -> dict[
     rows = _score(judge, cases)
     sweep = [_at_threshold(rows, t) for t in THRESHOLDS]
     return {
+        "cases": cases, "judge": judge,
         "collection": name, "split": "train", "profile": profile.name, "rows": rows, "sweep": sweep,
         "auc": {"relevant_vs_hard": _auc(rows, "relevant", "hard_nonrelevant"),
                 "relevant_vs_random": _auc(rows, "relevant", "random_nonrelevant"),
@@ -232,11 +298,20 @@ def calibrate_collection(name: str, args: argparse.Namespace, gen: Any) -> dict[
 
 
 def choose_threshold(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The threshold with the best F1 over every collection's cells pooled (ties: the higher threshold)."""
-    rows = [r for res in results for r in res["rows"]]
+    """The threshold with the best Youden's J (recall - false-positive rate) over every collection's cells pooled
+    (ties: the higher threshold), and the pooled ROC AUC that says whether any threshold is worth using.
+
+    Not F1: F1 ignores true negatives, so with most cases relevant it picks "everything is relevant".
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rows = [r for res in results for r in res["rows"] if r["p"] is not None]
     sweep = [_at_threshold(rows, t) for t in THRESHOLDS]
-    best = max(sweep, key=lambda s: (s["f1"], s["threshold"]))
-    return {"chosen": best, "sweep": sweep}
+    best = max(sweep, key=lambda s: (s["youden_j"], s["threshold"]))
+    labels = [int(r["expected_relevant"]) for r in rows]
+    auc = float(roc_auc_score(labels, [r["p"] for r in rows])) if 0 < sum(labels) < len(labels) else None
+    return {"chosen": best, "sweep": sweep, "pooled_auc": auc, "n": len(rows), "n_relevant": sum(labels),
+            "judge_usable": auc is not None and auc >= USABLE_AUC}  # fmt: skip
 
 
 def _json_default(value: Any) -> Any:
@@ -251,10 +326,14 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(results: list[dict[str, Any]], choice: dict[str, Any], model: str) -> str:
-    t = choice["chosen"]["threshold"]
-    lines = [f"# Judge calibration ({model}, train splits)", "", f"Chosen threshold: **{t}** (max pooled F1: "
-             f"precision {_fmt(choice['chosen']['precision'])}, recall {_fmt(choice['chosen']['recall'])}, "
-             f"tp {choice['chosen']['tp']}, fp {choice['chosen']['fp']}, fn {choice['chosen']['fn']}).", ""]  # fmt: skip
+    t, c = choice["chosen"]["threshold"], choice["chosen"]
+    usable = "**usable**" if choice.get("judge_usable") else f"**not usable** (below {USABLE_AUC}: no threshold helps)"
+    lines = [f"# Judge calibration ({model}, train splits)", "",
+             f"Pooled ROC AUC of p(relevant), every cell with a known answer: **{_fmt(choice.get('pooled_auc'))}** "
+             f"(n = {choice.get('n')}, {choice.get('n_relevant')} relevant): the judge is {usable}.", "",
+             f"Threshold: **{t}** (max Youden's J = recall - false-positive rate, pooled: J {_fmt(c['youden_j'])}, "
+             f"precision {_fmt(c['precision'])}, recall {_fmt(c['recall'])}, tp {c['tp']}, fp {c['fp']}, "
+             f"fn {c['fn']}, tn {c['tn']}).", ""]  # fmt: skip
     lines += ["| Collection | AUC rel vs hard (n+/n-) | AUC rel vs random (n+/n-) | s / judgment | prompt tok / judgment |",
               "|---|---|---|---:|---:|"]  # fmt: skip
     for res in results:
@@ -270,7 +349,33 @@ def to_markdown(results: list[dict[str, Any]], choice: dict[str, Any], model: st
             must = "relevant (caught)" if c["expected_relevant"] else "not relevant (kept)"
             lines.append(f"| {res['collection']} | {cell} | {must} | {c['n']} | {c['failed']} | {_fmt(c['mean_p'])} "
                          f"| {c['judged_relevant']} | {c.get('contrastive_original', '')} | {c.get('edit_check', '')} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _policy_lines(results)) + "\n"
+
+
+def _policy_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Masked counts per guard policy on the same cases (MiniLM margin band, 5% relative margin)."""
+    if not any(res.get("policies") for res in results):
+        return []
+    lines = ["", "Guard policies on the same cases (the build's guard: MiniLM, 5% relative margin; a case equal to its "
+             "positive is left out). Masked counts; the right answer is *masked* for must-mask cells, *kept* "
+             "for the others:", "",
+             "| Collection | Cell | must mask | n | in margin band | " + " | ".join(POLICY_MODES) + " |",
+             "|---|---|---|---:|---:|" + "---:|" * len(POLICY_MODES)]  # fmt: skip
+    pooled = {m: [0, 0, 0, 0] for m in POLICY_MODES}  # right-masked, must-mask n, wrongly masked, keep n
+    for res in results:
+        for cell, e in (res.get("policies") or {}).items():
+            if not e["n"]:
+                continue
+            lines.append(f"| {res['collection']} | {cell} | {'yes' if e['must_mask'] else 'no'} | {e['n']} | "
+                         f"{e['in_band']} | " + " | ".join(str(e[m]) for m in POLICY_MODES) + " |")  # fmt: skip
+            for m in POLICY_MODES:
+                k = 0 if e["must_mask"] else 2
+                pooled[m][k] += e[m]
+                pooled[m][k + 1] += e["n"]
+    lines += ["", "| Policy | must-mask cases masked | keep cases wrongly masked |", "|---|---:|---:|"]
+    for m, (hit, n_hit, wrong, n_keep) in pooled.items():
+        lines.append(f"| {m} | {hit} / {n_hit} | {wrong} / {n_keep} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -293,6 +398,12 @@ def main(argv: list[str] | None = None) -> None:
     ).build()
     results = [calibrate_collection(name, args, gen) for name in args.collections]
     choice = choose_threshold(results)
+    for res in results:
+        cases, judge = res.pop("cases"), res.pop("judge")
+        evaluate_policies(
+            cases, res["rows"], judge, get_profile(PROFILES[res["collection"]]), choice["chosen"]["threshold"]
+        )
+        res["policies"] = policy_table(res["rows"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"generator_model": args.generator_model, "n": args.n, "seed": args.seed, "corpus_size": args.corpus_size}

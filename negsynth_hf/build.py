@@ -133,7 +133,7 @@ def build_dataset(
         judges: extra :class:`~negsynth_hf.verify.NegativeJudge` objects (``CrossEncoderJudge``, ``LLMJudge``);
             they veto under the ``margin`` policy only.
         guard_policy: which rule, check or judge decides on generated negatives: ``"margin"`` (today's rule),
-            ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
+            ``"checks"`` (rules and the edit check decide inside the margin band, no LLM), ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
             :class:`~negsynth_hf.verification.RelevanceJudge`); every decision is in provenance
             (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and counted (``guard_*``, ``judge_*``).
         mined_judge: a :class:`~negsynth_hf.verification.MinedJudge` (RLHN): mined negatives its relevance judge
@@ -203,10 +203,10 @@ def _guard_policy(policy: Any) -> Any:
 
     if isinstance(policy, GuardPolicy):
         return policy
-    if policy in ("margin", "off"):
+    if policy in ("margin", "checks", "off"):
         return GuardPolicy(mode=policy)
     raise ValueError(
-        f"guard_policy must be 'margin', 'off' or a GuardPolicy (for 'judge'/'combined': "
+        f"guard_policy must be 'margin', 'checks', 'off' or a GuardPolicy (for 'judge'/'combined': "
         f"GuardPolicy(mode=..., judge=RelevanceJudge(...))), got {policy!r}"
     )
 

@@ -204,6 +204,17 @@ def test_margin_judge_and_off_modes():
     assert set(_decide("off").values()) == {("kept", "policy_off")}
 
 
+def test_checks_policy_decides_without_any_llm():
+    """checks: rules and the edit check decide inside the band; what they cannot decide keeps the margin rule."""
+    got = _decide("checks")
+    assert got["carries_replacement"] == ("kept", "edit_carries_replacement")
+    assert got["carries_original"] == ("masked", "edit_carries_original")
+    assert got["direction_flip"] == ("masked", "profile_relevant_edit")
+    assert got["judged_relevant"] == got["judged_not_relevant"] == ("masked", "margin")  # no judge: margin stands
+    assert got["outside_band"] == ("kept", "outside_band") and got["placeholder"] == ("masked", "degenerate")
+    assert GuardPolicy(mode="checks").uses_judge is False
+
+
 def test_judge_failure_falls_back_to_the_margin_rule_counted():
     got = _decide("combined", MockJudgeGenerator(fail=True))
     assert got["judged_relevant"] == got["judged_not_relevant"] == ("masked", "judge_failed_margin_fallback")

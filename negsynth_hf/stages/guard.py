@@ -180,7 +180,7 @@ def _decide(
         v.counts["margin"] = sum(d.reason == "margin" for d in masked)
         v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
     else:
-        v.counts["margin"] = sum(d.reason == "judge_failed_margin_fallback" for d in masked)
+        v.counts["margin"] = sum(d.reason in ("margin", "judge_failed_margin_fallback") for d in masked)
         v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
         v.counts["judge"] = len(masked) - v.counts["margin"] - v.counts["near_duplicate"] - v.counts["degenerate"]
     return outcome

@@ -9,8 +9,13 @@ method is for, so under ``combined`` it only marks the *band* where a decision i
 - ``margin``: today's guard: near-duplicates of the positive and margin violators are masked.
 - ``judge``: near-duplicates, texts containing the whole query and edits of a kind the profile marks relevant
   are rule-masked; the judge decides every other negative.
-- ``combined``: the same rule masks; outside the margin band nothing changes (kept); inside it the checks
-  (:func:`~negsynth_hf.verification.checks.edit_check`) and the judge decide.
+- ``checks``: the same rule masks; outside the margin band nothing changes (kept); inside it the deterministic
+  checks decide (:func:`~negsynth_hf.verification.checks.edit_check`: a query-edit passage that carries the
+  replacement and not the original detail is kept, one that carries the original is masked) and whatever they
+  cannot decide keeps the margin rule (masked). No LLM is asked. The recommended policy for small judges: on the
+  train-split calibration Qwen2.5-Coder-1.5B's relevance judgments were at chance (pooled AUC 0.54) and rated
+  allowed one-detail edits as more relevant than judged-relevant documents.
+- ``combined``: as ``checks``, but the judge decides what the checks cannot.
 
 A judge failure costs one negative the margin rule (``judge_failed_margin_fallback``, counted), never the run.
 Every decision and its scores go to provenance (:class:`GuardDecision`), and counts by reason to the summary.
@@ -28,8 +33,8 @@ from negsynth_hf.synthesis.rule_edits import edit_kind
 from negsynth_hf.verification.checks import changed_span_of, edit_check, requirement_of
 from negsynth_hf.verification.judge import JudgeStats, Judgment
 
-PolicyMode = Literal["margin", "judge", "combined", "off"]
-POLICY_MODES: tuple[str, ...] = ("margin", "judge", "combined", "off")
+PolicyMode = Literal["margin", "checks", "judge", "combined", "off"]
+POLICY_MODES: tuple[str, ...] = ("margin", "checks", "judge", "combined", "off")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class GuardPolicy:
     """How generated negatives are verified (frozen: part of the build config).
 
     Args:
-        mode: ``margin`` (default: unchanged behaviour), ``judge``, ``combined`` or ``off`` (module docstring).
+        mode: ``margin`` (default: unchanged behaviour), ``checks``, ``judge``, ``combined`` or ``off`` (module
+            docstring).
         threshold: judged relevant (masked) when p >= threshold; chosen on the train-split calibration
             (``benchmarks/calibrate_judge.py``).
         judge: a :class:`~negsynth_hf.verification.judge.RelevanceJudge` (needed by ``judge``/``combined``).
@@ -159,12 +165,14 @@ def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, e
         return made("masked", "contains_query", "the text contains the whole query")
     if ev.get("edit_kind") in profile.relevant_edit_kinds:
         return made("masked", "profile_relevant_edit", f"{ev['edit_kind']} edits yield relevant documents here")
-    if policy.mode == "combined" and not band:
+    if policy.mode in ("combined", "checks") and not band:
         return made("kept", "outside_band")
     if ev.get("edit_check") == "original_only":
         return made("masked", "edit_carries_original", "the passage states the original detail, not the replacement")
-    if ev.get("edit_check") == "replacement_only" and policy.edit_check_decides:
+    if ev.get("edit_check") == "replacement_only" and (policy.edit_check_decides or policy.mode == "checks"):
         return made("kept", "edit_carries_replacement")
+    if policy.mode == "checks":  # nothing deterministic says it is off-target: the margin rule stands
+        return made("masked", "margin", c.margin_reason or "")
     return None
 
 
