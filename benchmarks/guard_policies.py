@@ -42,7 +42,7 @@ RESULTS = ROOT / "results"
 CALIBRATION = RESULTS / "judge_calibration.json"
 MODEL = "qwen2.5-coder-1.5b-instruct"
 PROFILES = {"scifact": "scientific", "cranfield": "aeronautics", "cisi": "information_science"}
-POLICIES = ("margin", "off", "combined", "judge")
+POLICIES = ("margin", "off", "checks", "combined", "judge")
 
 
 def calibrated_threshold(path: Path = CALIBRATION) -> float | None:
@@ -52,7 +52,7 @@ def calibrated_threshold(path: Path = CALIBRATION) -> float | None:
 
 
 def _policy(mode: str, cfg: GeneratorConfig, profile: str, args: argparse.Namespace) -> Any:
-    if mode in ("margin", "off"):
+    if mode in ("margin", "off", "checks"):
         return mode
     judge = RelevanceJudge(cfg, profile, max_chars=args.max_chars)
     return GuardPolicy(mode=mode, judge=judge, threshold=args.threshold, contrastive=args.contrastive)
