@@ -137,7 +137,7 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
 
     slots = load_dataset("json", data_files=str(tmp_path / "data" / "tinycoll" / "counterfactual.jsonl"))["train"]
     n_rows = json.loads((results / "quality_tinycoll.meta.json").read_text())["n_train_rows"]
-    assert len(slots) == n_rows * 2 and set(slots["guard_policy"]) <= {"combined", None}
+    assert len(slots) == n_rows * 2 and set(slots["guard_policy"]) <= {"checks", None}
     assert {"query_id", "text", "guard_decision", "judge_p_relevant"} <= set(slots.column_names)
     meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
     assert meta["n_test_queries"] == 5 and meta["test_corpus_size"] == 30 and meta["seeds"] == [0]
