@@ -378,6 +378,17 @@ def _policy_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _keep_measured_cost(results: list[dict[str, Any]], previous: Path) -> None:
+    """A rerun answered from the response cache costs ~0 s: keep the cost the uncached run measured."""
+    if not previous.is_file():
+        return
+    old = {c["collection"]: c for c in json.loads(previous.read_text()).get("collections", [])}
+    for res in results:
+        cost, before = res["judge_cost"], old.get(res["collection"], {}).get("judge_cost")
+        if before and cost["judgments"] and cost["cached"] >= cost["judgments"]:
+            res["judge_cost"] = {**before, "from": "the run that made the cached answers"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collections", nargs="+", default=list(PROFILES), choices=list(PROFILES))
@@ -406,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         res["policies"] = policy_table(res["rows"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _keep_measured_cost(results, out.with_suffix(".json"))
     meta = {"generator_model": args.generator_model, "n": args.n, "seed": args.seed, "corpus_size": args.corpus_size}
     out.with_suffix(".json").write_text(
         json.dumps({**meta, "threshold": choice, "collections": results}, indent=1, default=_json_default)
