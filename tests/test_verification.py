@@ -248,6 +248,7 @@ def test_build_records_decisions_and_counts(tiny_model, tmp_path):
     counts = result.summary.counts
     assert sum(v for k, v in counts.items() if k.startswith("guard_")) == counts["generated"]
     assert counts["judge_judgments"] == len(judged) and result.config["guard"]["policy"]["mode"] == "judge"
+    assert result.summary.guard["judge"]["by_method"] == {"logprobs": len(judged)}  # this build's share
     assert result.summary.guard["judge"]["per_judgment"]["prompt_tokens"] == 40
 
 

@@ -238,7 +238,9 @@ def apply_policy(policy: GuardPolicy, candidates: Sequence[Candidate], profile: 
         _rule_decision(policy, c, profile, ev) for c, ev in zip(candidates, evidence, strict=True)
     ]
     pending = [i for i, d in enumerate(decisions) if d is None]
-    stats_before = JudgeStats(**vars(policy.judge.stats)) if pending and hasattr(policy.judge, "stats") else None
+    stats = getattr(policy.judge, "stats", None) if pending else None
+    # a snapshot: by_method is a dict the live stats keep mutating
+    stats_before = JudgeStats(**{**vars(stats), "by_method": dict(stats.by_method)}) if stats is not None else None
     if pending:
         scores = _judge_pending(policy, [candidates[i] for i in pending])
         for i, s in zip(pending, scores, strict=True):
