@@ -912,16 +912,11 @@ def load_base(args: argparse.Namespace):
 
 
 def scores(evaluator, model) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(mean of each metric, ``{metric: {query_id: score}}``): ranx on the model's top-100 run over the evaluator's
-    queries and documents (binary relevance, as sentence-transformers' evaluator reads the qrels)."""
-    from negsynth_hf.significance import per_query_scores, retrieval_run
+    """(mean of each metric, ``{metric: {query_id: score}}``): the library's per-query scores (ranx, top 100)."""
+    from negsynth_hf.evaluation import per_query
 
-    queries = dict(zip(evaluator.queries_ids, evaluator.queries, strict=True))
-    corpus = dict(zip(evaluator.corpus_ids, evaluator.corpus, strict=True))
-    qrels = {q: {d: 1 for d in evaluator.relevant_docs[q]} for q in queries}
-    run = retrieval_run(model, queries, corpus, top_k=100, batch_size=64)
-    per_query = per_query_scores(qrels, run, [key for key, _ in METRIC_KEYS])
-    return {k: statistics.fmean(v.values()) for k, v in per_query.items()}, per_query
+    scored = per_query(evaluator, model, optional=False)
+    return {k: statistics.fmean(v.values()) for k, v in scored.items()}, scored
 
 
 def base_record(seed: int, base_scores: dict[str, float]) -> dict[str, Any]:

@@ -100,8 +100,9 @@ _PAIRED = (("nDCG@10", "ndcg@10", "cosine_ndcg@10"), ("MRR@10", "mrr@10", "cosin
            ("Recall@100", "recall@100", "cosine_recall@100"))  # fmt: skip
 
 
-def per_query(evaluator: Any, model: Any) -> dict[str, dict[str, float]] | None:
-    """``{metric: {query_id: score}}`` on the evaluator's own queries and documents (``None`` without ranx)."""
+def per_query(evaluator: Any, model: Any, *, optional: bool = True) -> dict[str, dict[str, float]] | None:
+    """``{metric: {query_id: score}}`` on the evaluator's own queries and documents (binary relevance, as the
+    evaluator reads the qrels). ``None`` without ranx when ``optional`` (the table then has no p-values)."""
     try:
         from negsynth_hf.significance import per_query_scores, retrieval_run
 
@@ -110,7 +111,9 @@ def per_query(evaluator: Any, model: Any) -> dict[str, dict[str, float]] | None:
         qrels = {q: {d: 1 for d in evaluator.relevant_docs[q]} for q in queries}
         run = retrieval_run(model, queries, corpus, batch_size=evaluator.batch_size)
         return per_query_scores(qrels, run, [key for _, key, _ in _PAIRED])
-    except ImportError:  # ranx is optional (the bench extra): the table then has no p-values
+    except ImportError:  # ranx is optional (the bench extra)
+        if not optional:
+            raise
         return None
 
 
