@@ -349,6 +349,8 @@ def generator_config(args: argparse.Namespace):
         constrained=args.constrained,
         num_threads=args.generator_threads,
         cache_dir=args.llm_cache_dir or None,
+        # the committed cache must replay a build exactly: rows that failed fail again, without the LLM
+        keep_rejected=bool(args.llm_cache_dir),
     )
 
 

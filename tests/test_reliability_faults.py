@@ -193,6 +193,21 @@ def test_rerun_reasks_rows_whose_cached_replies_were_rejected(tmp_path):
         assert records(second)[1]["failure_reason"] is None
 
 
+def test_keep_rejected_replays_a_failed_row_without_the_llm(tmp_path):
+    """``keep_rejected=True`` (a committed benchmark cache): the rerun replays the same failure, no LLM call."""
+    ds = Dataset.from_dict(rows(3))
+    with FaultServer() as server:
+        server.script("row-001;", *[Fault.reply('{"passages": []}')] * MAX_ATTEMPTS)
+        cache = tmp_path / "cache"
+        first = run_map(ds, transform(config(server, cache, keep_rejected=True)))
+        assert records(first)[1]["failure_reason"]
+        server.reset_counts()
+        second = run_map(ds, transform(config(server, cache, keep_rejected=True)))
+        assert server.count() == 0
+        assert records(second)[1]["failure_reason"] == records(first)[1]["failure_reason"]
+        assert generated(second) == generated(first)
+
+
 def test_rerun_replays_the_rejected_reply_of_a_row_that_then_succeeded(tmp_path):
     """Only failed rows forget their rejected replies: a row completed by a re-ask is replayed, no LLM call."""
     ds = Dataset.from_dict(rows(3))

@@ -74,6 +74,7 @@ def test_hits_skip_the_inner_generator(tmp_path):
         "uncached": 0,
         "write_errors": 0,
         "discarded": 0,
+        "kept_rejected": 0,
         "corrupt": 0,
     }
 

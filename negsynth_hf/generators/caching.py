@@ -199,6 +199,10 @@ class CachingGenerator:
         flush_every: misses go to ``inner`` in chunks of this many, each chunk stored before the next is sent,
             so an interrupted long batch (a build, a calibration) keeps what was already answered. A chunk larger
             than the server's parallel slots keeps them busy.
+        keep_rejected: make :meth:`discard` a no-op (counted as ``kept_rejected``), so replies a stage rejected
+            stay cached and a rerun replays the same failures instead of asking the LLM again. For a committed
+            cache that must reproduce a build exactly (a benchmark); off by default, since then a failed row
+            can never succeed on a rerun.
     """
 
     def __init__(
@@ -208,10 +212,12 @@ class CachingGenerator:
         *,
         cache_if: Callable[[ChatRequest, ChatResponse], bool] = usable_response,
         flush_every: int = 16,
+        keep_rejected: bool = False,
     ) -> None:
         if flush_every < 1:
             raise ValueError(f"CachingGenerator: flush_every must be >= 1, got {flush_every}")
         self.flush_every = flush_every
+        self.keep_rejected = keep_rejected
         self.inner = inner
         self.cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
         self.cache_if = cache_if
@@ -224,6 +230,7 @@ class CachingGenerator:
             "uncached": 0,
             "write_errors": 0,
             "discarded": 0,
+            "kept_rejected": 0,
         }
 
     def __repr__(self) -> str:
@@ -302,7 +309,14 @@ class CachingGenerator:
             await closer()
 
     def discard(self, requests: Sequence[ChatRequest]) -> int:
-        """Forget the cached replies to ``requests`` (e.g. ones the caller rejected); returns how many existed."""
+        """Forget the cached replies to ``requests`` (e.g. ones the caller rejected); returns how many existed.
+
+        With ``keep_rejected`` nothing is forgotten: the requests are counted as ``kept_rejected`` and 0 returned.
+        """
+        if self.keep_rejected:
+            with self._lock:
+                self._stats["kept_rejected"] += len(requests)
+            return 0
         model_id, extra = self.inner.model_id, self._key_extra()
         removed = sum(self.cache.delete(request_key(r, model_id=model_id, extra=extra)) for r in requests)
         with self._lock:

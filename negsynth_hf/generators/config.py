@@ -76,6 +76,14 @@ class GeneratorConfig:
         default=None,
         metadata={"help": "Response cache folder. None: <negsynth cache>/responses; '' disables caching."},
     )
+    keep_rejected: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep replies a stage rejected in the response cache, so a rerun replays the same failures "
+            "without asking the LLM (reproducible replays of a committed cache). False: forget them, so a rerun "
+            "asks again and a failed row may succeed."
+        },
+    )
     num_threads: int | None = field(
         default=None,
         metadata={"help": "CPU threads of local generation (torch; llamacpp: None = all cores). 1 on a shared CPU."},
@@ -182,4 +190,4 @@ class GeneratorConfig:
         from .caching import CachingGenerator, ResponseCache
 
         directory = self.cache_dir if self.cache_dir is not None else paths.cache_dir("responses")
-        return CachingGenerator(generator, ResponseCache(directory))
+        return CachingGenerator(generator, ResponseCache(directory), keep_rejected=self.keep_rejected)
