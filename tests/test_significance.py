@@ -1,4 +1,4 @@
-"""Per-query scores and paired tests (ranx underneath), on hand-checkable qrels and a real tiny model."""
+"""Per-query scores and paired tests (ranx and SciPy underneath), on hand-checkable qrels and a real tiny model."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def test_paired_test_separates_a_consistent_gain_from_noise():
     same = paired_test("a", base, "b", dict(base), metric="ndcg@10", test="student")
     assert same.delta == 0.0 and same.p_value == 1.0
     assert set(gain.to_dict()) >= {"a", "b", "metric", "delta", "p_value", "test"}
+
+
+def test_randomization_test_is_exact_for_few_queries_and_reproducible():
+    """3 queries, each +1: of the 8 sign swaps, 2 reach |mean difference| >= 1, so the exact p is 2/8."""
+    a, b = {"q1": 1.0, "q2": 2.0, "q3": 3.0}, {"q1": 0.0, "q2": 1.0, "q3": 2.0}
+    assert paired_test("a", a, "b", b, metric="ndcg@10").p_value == pytest.approx(0.25)
+    rng = np.random.default_rng(1)
+    x = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0, 1, 80))}
+    y = {q: v + float(rng.normal(0.02, 0.1)) for q, v in x.items()}  # 2^80 swaps: sampled, seeded
+    runs = [paired_test("x", x, "y", y, metric="ndcg@10").p_value for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]  # the same p on every call (ranx's parallel one differs)
+    assert paired_test("x", x, "y", y, metric="ndcg@10", seed=7).p_value != runs[0]
 
 
 def test_paired_test_and_seed_means_refuse_unpaired_inputs():
