@@ -41,16 +41,22 @@ SLOT_COLUMNS = (
 def write_generated_slots(path: Path, provenance: Any) -> list[dict[str, Any]]:
     """A build's generated slots as JSON lines (``load_dataset("json", data_files=...)`` reads them); returns them.
 
-    Mined slots are left out: they are corpus documents, rebuilt from ``../shared/data`` by their ids.
+    Mined slots are left out: they are corpus documents, rebuilt from ``../shared/data`` by their ids. Scores are
+    rounded to 6 decimals: a rebuild on another thread count moves them in the 7th, which is not a change to commit.
     """
     slots = [r for r in provenance.to_list() if r["source"] == "generated"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as out:
         for slot in slots:
-            out.write(json.dumps({k: slot.get(k) for k in SLOT_COLUMNS}, ensure_ascii=False) + "\n")
+            record = {k: _rounded(slot.get(k)) for k in SLOT_COLUMNS}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return slots
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def json_default(value: Any) -> Any:
