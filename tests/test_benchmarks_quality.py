@@ -32,11 +32,15 @@ TOPICS = [
 ]
 
 
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_quality():
+    return _load("quality")
 
 
 def _write_collection(folder: Path) -> Path:
@@ -141,6 +145,12 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     assert {"query_id", "text", "guard_decision", "judge_p_relevant"} <= set(slots.column_names)
     meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
     assert meta["n_test_queries"] == 5 and meta["test_corpus_size"] == 30 and meta["seeds"] == [0]
+    # the cross-collection table the README shows, read back from the same files
+    summary = _load("quality_summary").main(["--collections", "tinycoll", "missing", "--results-dir", str(results)])
+    assert (results / "quality_summary.md").read_text() == summary
+    assert "| variant | tinycoll |" in summary
+    assert f"| full | {by[('full', 0)]['ndcg@10']:.4f} ± " in summary and "| full − mined |" in summary
+    assert "missing" not in summary  # a collection never scored is left out, not shown empty
 
 
 def test_variants_map_to_the_documented_loss_switches():
@@ -173,3 +183,16 @@ def test_aggregate_mean_and_spread():
     ]
     row = quality.aggregate(recs)[0]
     assert row["ndcg@10"] == pytest.approx(0.2) and row["ndcg@10_std"] == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_summary_marks_only_significant_differences_in_their_direction():
+    summary = _load("quality_summary")
+    tests = [
+        {"a": "full", "b": "mined", "metric": "ndcg@10", "delta": 0.012, "p_value": 0.01},
+        {"a": "naive", "b": "full", "metric": "ndcg@10", "delta": 0.02, "p_value": 0.03},  # stored the other way
+        {"a": "counterfactual", "b": "mined", "metric": "ndcg@10", "delta": 0.03, "p_value": 0.2},
+    ]
+    assert summary.marks(tests, "full") == "▲m ▼n"
+    assert summary.marks(tests, "counterfactual") == ""  # not significant: no mark whatever the size
+    assert summary.marks(tests, "mined") == ""
+    assert summary.test_for(tests, "full", "naive") == (-0.02, 0.03)
