@@ -205,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=4,
         help="llama.cpp slots decoded together (one thread, beside a training run: 2 slots 6.2 tok/s, 4 slots 8.4-8.6, "
-        "8 slots 7.2; outputs are the same, the slot count is not in the cache key).",
+        "8 slots 7.2; the slot count is not in the cache key, so replays do not depend on it).",
     )
     p.add_argument("--strategy", default="auto", help="Counterfactual sets' strategy (auto: the model's own).")
     p.add_argument(
