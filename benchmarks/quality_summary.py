@@ -40,7 +40,22 @@ def load(results_dir: Path, collection: str, tag: str = "") -> dict[str, Any] | 
     if not records:
         return None
     tests = [t for t in reporting.read_json(paths["significance"], []) or [] if t["metric"] == METRIC]
-    return {"meta": meta, "rows": {r["variant"]: r for r in aggregate(records)}, "tests": tests}
+    cost = {"test_runs": len(records), "test_seconds": sum(r.get("wall_seconds") or 0.0 for r in records)}
+    cost.update(selection_cost(results_dir, meta))
+    return {"meta": meta, "rows": {r["variant"]: r for r in aggregate(records)}, "tests": tests, "cost": cost}
+
+
+def selection_cost(results_dir: Path, meta: dict[str, Any]) -> dict[str, float]:
+    """Runs and run seconds of the validation candidates behind ``meta``'s chosen setting."""
+    runs, seconds = 0, 0.0
+    stem = f"quality_{meta['collection']}"
+    for candidate in (meta.get("selection") or {}).get("candidates", []):
+        tag = f"_steps{candidate['steps']}_lr{candidate['learning_rate']:g}"
+        paths = reporting.result_paths(results_dir / "quality_validation", stem + tag)
+        key = (reporting.read_json(paths["meta"], {}) or {}).get("settings_key")
+        records = [r for r in reporting.read_json(paths["json"], []) or [] if r.get("settings_key") == key]
+        runs, seconds = runs + len(records), seconds + sum(r.get("wall_seconds") or 0.0 for r in records)
+    return {"selection_runs": runs, "selection_seconds": seconds}
 
 
 def test_for(tests: list[dict[str, Any]], a: str, b: str) -> tuple[float, float] | None:
@@ -70,9 +85,12 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
         seeds = ", ".join(map(str, m.get("seeds", [])))
         steps = m.get("selection", {}).get("chosen", {})
         chosen = f"; chosen on validation: {steps['steps']} steps, lr {steps['learning_rate']:g}" if steps else ""
+        c = s["cost"]
         lines.append(
             f"- **{name}**: {m['n_train_queries']} training queries ({m['n_train_rows']} rows), "
-            f"{m['n_test_queries']} test queries over {m['test_corpus_size']:,} documents, seeds {seeds}{chosen}."
+            f"{m['n_test_queries']} test queries over {m['test_corpus_size']:,} documents, seeds {seeds}{chosen}. "
+            f"Grid: {c['selection_runs']} validation + {c['test_runs']} test runs, "
+            f"{(c['selection_seconds'] + c['test_seconds']) / 3600:.1f} h of run time on {m.get('device', '?')}."
         )
     lines += ["", "Mean ± std over seeds; ▲m/▼m: significantly above/below mined-only, ▲n/▼n: naive (p < 0.05).", ""]
     body = []
