@@ -60,11 +60,26 @@ def selection_cost(results_dir: Path, meta: dict[str, Any]) -> dict[str, float]:
 
 def test_for(tests: list[dict[str, Any]], a: str, b: str) -> tuple[float, float] | None:
     """(delta a - b, p) of the paired test of ``a`` against ``b``, in either stored direction."""
+    found = _find(tests, a, b)
+    return None if found is None else (found[0]["delta"] * found[1], found[0]["p_value"])
+
+
+def interval_for(tests: list[dict[str, Any]], a: str, b: str) -> tuple[float, float] | None:
+    """The 95% interval of a - b (``None`` for records written before intervals were stored)."""
+    found = _find(tests, a, b)
+    if found is None or found[0].get("ci_low") is None:
+        return None
+    (t, sign) = found
+    low, high = sorted((t["ci_low"] * sign, t["ci_high"] * sign))
+    return low, high
+
+
+def _find(tests: list[dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any], int] | None:
     for t in tests:
         if (t["a"], t["b"]) == (a, b):
-            return t["delta"], t["p_value"]
+            return t, 1
         if (t["a"], t["b"]) == (b, a):
-            return -t["delta"], t["p_value"]
+            return t, -1
     return None
 
 
@@ -75,6 +90,15 @@ def marks(tests: list[dict[str, Any]], variant: str) -> str:
         if found and found[1] < ALPHA:
             out.append(("▲" if found[0] > 0 else "▼") + letter)
     return " ".join(out)
+
+
+def comparison_cell(tests: list[dict[str, Any]], a: str, b: str) -> str:
+    found = test_for(tests, a, b)
+    if found is None:
+        return "—"
+    interval = interval_for(tests, a, b)
+    ci = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+    return f"{found[0]:+.4f}{ci} (p {found[1]:.3f}){'*' if found[1] < ALPHA else ''}"
 
 
 def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
@@ -109,7 +133,7 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
             cells.append(f"{text} {marks(s['tests'], variant)}".strip())
         body.append([variant, *cells])
     lines += reporting.markdown_table(["variant", *names], body, "l" + "r" * len(names))
-    lines += ["", "Paired tests on nDCG@10 (Δ = a − b, seeds averaged per query; p two-sided):", ""]
+    lines += ["", "Paired tests on nDCG@10: Δ = a − b [95% t-interval], seeds averaged per query; p two-sided:", ""]
     pairs = (("full", "mined"), ("full", "naive"), ("naive", "mined"), ("mined", "base"), ("full", "mined_hardness"))
     body = []
     for a, b in pairs:

@@ -36,7 +36,11 @@ TESTS: tuple[str, ...] = ("fisher", "student")
 
 @dataclass(frozen=True)
 class PairedTest:
-    """One comparison: ``delta`` = mean(a) - mean(b) over ``n_queries`` paired queries, and its two-sided p."""
+    """One comparison: ``delta`` = mean(a) - mean(b) over ``n_queries`` paired queries, and its two-sided p.
+
+    ``ci_low`` / ``ci_high``: the 95% t-interval of ``delta`` (SciPy's ``ttest_rel(...).confidence_interval``),
+    so a difference that is not significant still says how large an effect the queries rule out.
+    """
 
     a: str
     b: str
@@ -47,6 +51,8 @@ class PairedTest:
     n_queries: int
     mean_a: float
     mean_b: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
 
     def significant(self, alpha: float = 0.05) -> bool:
         return self.p_value < alpha
@@ -158,7 +164,9 @@ def paired_test(
     else:
         p, _ = _ranx().statistical_tests.paired_student_t_test(y, x, 0.05)
     p = 1.0 if not np.isfinite(p) else float(p)  # identical systems: t-test gives nan, nothing differs
-    return PairedTest(a, b, metric, float(x.mean() - y.mean()), p, test, len(ids), float(x.mean()), float(y.mean()))
+    delta = float(x.mean() - y.mean())
+    low, high = _confidence_interval(x, y, default=delta)
+    return PairedTest(a, b, metric, delta, p, test, len(ids), float(x.mean()), float(y.mean()), low, high)
 
 
 def _randomization_p(x: np.ndarray, y: np.ndarray, *, n_permutations: int, seed: int) -> float:
@@ -178,3 +186,13 @@ def _randomization_p(x: np.ndarray, y: np.ndarray, *, n_permutations: int, seed:
         rng=np.random.default_rng(seed),
     )
     return float(result.pvalue)
+
+
+def _confidence_interval(x: np.ndarray, y: np.ndarray, *, default: float) -> tuple[float, float]:
+    """95% t-interval of mean(x - y); ``(default, default)`` when every difference is the same (no spread)."""
+    from scipy.stats import ttest_rel
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        interval = ttest_rel(x, y).confidence_interval(0.95)
+    low, high = float(interval.low), float(interval.high)
+    return (low, high) if np.isfinite(low) and np.isfinite(high) else (default, default)

@@ -189,10 +189,21 @@ def test_summary_marks_only_significant_differences_in_their_direction():
     summary = _load("quality_summary")
     tests = [
         {"a": "full", "b": "mined", "metric": "ndcg@10", "delta": 0.012, "p_value": 0.01},
-        {"a": "naive", "b": "full", "metric": "ndcg@10", "delta": 0.02, "p_value": 0.03},  # stored the other way
+        {
+            "a": "naive",
+            "b": "full",
+            "metric": "ndcg@10",
+            "delta": 0.02,
+            "p_value": 0.03,
+            "ci_low": 0.01,
+            "ci_high": 0.03,
+        },
         {"a": "counterfactual", "b": "mined", "metric": "ndcg@10", "delta": 0.03, "p_value": 0.2},
     ]
     assert summary.marks(tests, "full") == "▲m ▼n"
     assert summary.marks(tests, "counterfactual") == ""  # not significant: no mark whatever the size
     assert summary.marks(tests, "mined") == ""
-    assert summary.test_for(tests, "full", "naive") == (-0.02, 0.03)
+    assert summary.test_for(tests, "full", "naive") == (-0.02, 0.03)  # stored the other way round
+    assert summary.interval_for(tests, "full", "naive") == (-0.03, -0.01)
+    assert summary.comparison_cell(tests, "full", "naive") == "-0.0200 [-0.030, -0.010] (p 0.030)*"
+    assert summary.comparison_cell(tests, "full", "mined") == "+0.0120 (p 0.010)*"  # no stored interval

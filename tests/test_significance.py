@@ -32,10 +32,12 @@ def test_paired_test_separates_a_consistent_gain_from_noise():
         gain = paired_test("trained", better, "base", base, metric="ndcg@10", test=test, n_permutations=2000)
         assert gain.p_value < 0.01 and gain.significant() and gain.delta == pytest.approx(0.05, abs=0.01)
         assert gain.n_queries == 60 and gain.mean_a - gain.mean_b == pytest.approx(gain.delta)
+        assert 0.0 < gain.ci_low < gain.delta < gain.ci_high  # a consistent gain: the interval excludes 0
         null = paired_test("noisy", noisy, "base", base, metric="ndcg@10", test=test, n_permutations=2000)
         assert null.p_value > 0.05 and not null.significant()
+        assert null.ci_low < 0.0 < null.ci_high and null.ci_high - null.ci_low < 0.04  # how much noise rules out
     same = paired_test("a", base, "b", dict(base), metric="ndcg@10", test="student")
-    assert same.delta == 0.0 and same.p_value == 1.0
+    assert same.delta == 0.0 and same.p_value == 1.0 and same.ci_low == same.ci_high == 0.0
     assert set(gain.to_dict()) >= {"a", "b", "metric", "delta", "p_value", "test"}
 
 
