@@ -2,7 +2,8 @@
 # Device run of the issue #15 grid (prepared by benchmarks/device/prepare.sh): validation selection + every variant
 # x 3 seeds, one process per collection named on the command line, in parallel on one GPU. The built sets come
 # from the CPU machine (carry outputs/quality). Records already in the carried results are skipped, so a grid that
-# outlasts one device command (10 minutes) is finished by the next with the returned results carried back in:
+# outlasts one device command (10 minutes) is finished by the next with the returned results carried back in. Its
+# files are quality_<c>_gpu.* (TAG=_gpu): device scores are not comparable run for run with the CPU ones:
 #   device run, carry [".gpu", "outputs/quality", "benchmarks/results"]:
 #     bash benchmarks/device/quality_grid.sh cranfield scifact
 # then here: tar xzf <files_at>/results.tgz -C benchmarks/results --strip-components 1
@@ -25,7 +26,7 @@ mkdir -p $OUT/res && cp -r benchmarks/results/. $OUT/res/ 2>/dev/null
 for c in "$@"; do
   timeout ${GRID_TIMEOUT:-520} python3 benchmarks/quality.py --collection $c --base-model $PWD/.gpu/all-MiniLM-L6-v2 \
     --select-steps 15 30 60 --select-learning-rates 2e-4 1e-3 --threads 4 --work-dir outputs/quality/$c \
-    --results-dir $OUT/res > $OUT/res/$c.log 2>&1 &
+    --tag "${TAG:-_gpu}" --results-dir $OUT/res > $OUT/res/$c.log 2>&1 &
 done
 wait
 echo "grid $(( $(date +%s) - start )) s"
