@@ -33,7 +33,7 @@ def load(results_dir: Path, collection: str, tag: str = "") -> dict[str, Any] | 
     """The collection's records (current settings only), meta and tests; ``None`` if it was never scored."""
     paths = reporting.result_paths(results_dir, f"quality_{collection}{tag}")
     meta = reporting.read_json(paths["meta"], None)
-    if not meta:
+    if not meta or "n_train_queries" not in meta:  # never scored, or a pre-#15 result file
         return None
     key = meta.get("settings_key")
     records = [r for r in reporting.read_json(paths["json"], []) if r.get("settings_key") == key]
