@@ -98,7 +98,8 @@ def comparison_cell(tests: list[dict[str, Any]], a: str, b: str) -> str:
         return "—"
     interval = interval_for(tests, a, b)
     ci = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
-    return f"{found[0]:+.4f}{ci} (p {found[1]:.3f}){'*' if found[1] < ALPHA else ''}"
+    p = "p < 0.001" if found[1] < 0.001 else f"p {found[1]:.3f}"
+    return f"{found[0]:+.4f}{ci} ({p}){'*' if found[1] < ALPHA else ''}"
 
 
 def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
@@ -128,8 +129,8 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
                 cells.append("—")
                 continue
             text = reporting.fmt_mean_std(row[METRIC], row[f"{METRIC}_std"])
-            if variant == "base":
-                text = f"{row[METRIC]:.4f}"
+            if variant == "base" or row["n"] == 1:  # base is deterministic; one seed has no spread to show
+                text = f"{row[METRIC]:.4f}" + ("" if variant == "base" else " (1 seed)")
             cells.append(f"{text} {marks(s['tests'], variant)}".strip())
         body.append([variant, *cells])
     lines += reporting.markdown_table(["variant", *names], body, "l" + "r" * len(names))
@@ -137,13 +138,7 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
     pairs = (("full", "mined"), ("full", "naive"), ("naive", "mined"), ("mined", "base"), ("full", "mined_hardness"))
     body = []
     for a, b in pairs:
-        cells = []
-        for s in scored.values():
-            found = test_for(s["tests"], a, b)
-            cells.append(
-                "—" if found is None else f"{found[0]:+.4f} (p {found[1]:.3f}){'*' if found[1] < ALPHA else ''}"
-            )
-        body.append([f"{a} − {b}", *cells])
+        body.append([f"{a} − {b}", *(comparison_cell(s["tests"], a, b) for s in scored.values())])
     lines += reporting.markdown_table(["comparison", *names], body, "l" + "r" * len(names))
     return "\n".join(lines) + "\n"
 

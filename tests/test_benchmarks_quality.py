@@ -207,3 +207,52 @@ def test_summary_marks_only_significant_differences_in_their_direction():
     assert summary.interval_for(tests, "full", "naive") == (-0.03, -0.01)
     assert summary.comparison_cell(tests, "full", "naive") == "-0.0200 [-0.030, -0.010] (p 0.030)*"
     assert summary.comparison_cell(tests, "full", "mined") == "+0.0120 (p 0.010)*"  # no stored interval
+
+
+def test_summary_table_shows_intervals_and_single_seed_rows():
+    summary = _load("quality_summary")
+    quality = _load_quality()
+    recs = [{"variant": "mined", "seed": s, "ndcg@10": v} for s, v in enumerate([0.40, 0.42])]
+    recs += [{"variant": "full", "seed": 0, "ndcg@10": 0.45}, {"variant": "base", "seed": 0, "ndcg@10": 0.39}]
+    for r in recs:
+        r.update({"mrr@10": r["ndcg@10"], "recall@100": r["ndcg@10"]})
+    tests = [
+        {"a": "full", "b": "mined", "metric": "ndcg@10", "delta": 0.04, "p_value": 0.0004, "ci_low": 0.02,
+         "ci_high": 0.06},
+    ]  # fmt: skip
+    meta = {"n_train_queries": 9, "n_train_rows": 9, "n_test_queries": 5, "test_corpus_size": 30, "seeds": [0, 1]}
+    scored = {
+        "tiny": {
+            "meta": meta,
+            "rows": {r["variant"]: r for r in quality.aggregate(recs)},
+            "tests": tests,
+            "cost": {"selection_runs": 0, "selection_seconds": 0.0, "test_runs": 4, "test_seconds": 60.0},
+        }
+    }
+    text = summary.summary_markdown(scored)
+    assert "| full − mined | +0.0400 [+0.020, +0.060] (p < 0.001)* |" in text  # the interval the caption promises
+    assert "| full | 0.4500 (1 seed) ▲m |" in text  # one seed: no fake "± 0.0000"
+    assert "| mined | 0.4100 ± 0.0141 |" in text and "| base | 0.3900 |" in text
+
+
+def test_selection_scores_candidates_on_a_validation_subset_and_trains_with_the_winner(tmp_path, tiny_model_path):
+    quality = _load_quality()
+    collection = _write_collection(tmp_path / "tinycoll")
+    results = tmp_path / "results"
+    argv = [
+        "--collection", str(collection), "--seeds", "0", "--base-model", tiny_model_path,
+        "--variants", "base", "mined", "--num-mined", "2", "--batch-size", "2", "--max-seq-length", "32",
+        "--select-steps", "1", "2", "--select-variants", "mined", "--select-eval-corpus-size", "12",
+        "--work-dir", str(tmp_path / "work"), "--results-dir", str(results), "--data-dir", str(tmp_path / "data"),
+    ]  # fmt: skip
+    records = quality.main(argv)
+    meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
+    selection = meta["selection"]
+    assert selection["eval_corpus_size"] == 12 and {c["steps"] for c in selection["candidates"]} == {1, 2}
+    assert {r["steps"] for r in records if r["variant"] == "mined"} == {selection["chosen"]["steps"]}
+    assert meta["test_corpus_size"] == 30  # the test run still scores the full corpus
+    for steps in (1, 2):  # each candidate: the validation queries over 12 documents, in its own files
+        stem = results / "quality_validation" / f"quality_tinycoll_steps{steps}_lr0.0002_corpus12"
+        candidate = json.loads(Path(f"{stem}.meta.json").read_text())
+        assert candidate["split"] == "validation" and candidate["test_corpus_size"] == 12
+    assert "(12 documents)" in (results / "quality_tinycoll.md").read_text()
