@@ -613,7 +613,8 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any], tests: list
         "",
         "Mean ± sample standard deviation over training seeds; bold = best mean. Δ columns: nDCG@10 of the row "
         "minus mined-only / naive, per-query scores averaged over seeds, two-sided paired randomization test over "
-        "the test queries (ranx, 10,000 permutations); * = p < 0.05. All pairs: `.significance.json`.",
+        "the test queries (SciPy's permutation_test, 10,000 seeded permutations, exact when fewer; metrics by "
+        "ranx); * = p < 0.05. All pairs: `.significance.json`.",
     ]
     lines += _differences(rows)
     return "\n".join(lines) + "\n"
