@@ -719,7 +719,7 @@ def select_on_validation(args: argparse.Namespace, command: str) -> dict[str, An
                     "steps": steps,
                     "learning_rate": lr,
                     "results_dir": str(folder),
-                    "tag": f"{args.tag}_steps{steps}_lr{lr:g}" + (f"_corpus{corpus}" if corpus else ""),
+                    "tag": candidate_tag(args.tag, steps, lr, corpus),
                     "eval_corpus_size": corpus or args.eval_corpus_size,
                     "work_dir": str(work_dir(args)),  # the same builds
                     "select_steps": None,
@@ -746,6 +746,11 @@ def select_on_validation(args: argparse.Namespace, command: str) -> dict[str, An
         flush=True,
     )
     return {"variants": args.select_variants, "candidates": candidates, "chosen": best, "eval_corpus_size": corpus}
+
+
+def candidate_tag(tag: str, steps: int, learning_rate: float, eval_corpus_size: int | None) -> str:
+    """The result-file suffix of one validation candidate (``quality_validation/quality_<c><this>.*``)."""
+    return f"{tag}_steps{steps}_lr{learning_rate:g}" + (f"_corpus{eval_corpus_size}" if eval_corpus_size else "")
 
 
 def work_dir(args: argparse.Namespace) -> Path:

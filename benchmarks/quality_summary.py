@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import reporting  # noqa: E402
-from benchmarks.quality import VARIANTS, aggregate  # noqa: E402
+from benchmarks.quality import VARIANTS, aggregate, candidate_tag  # noqa: E402
 
 COLLECTIONS = ("scifact", "cranfield", "cisi")
 METRIC = "ndcg@10"
@@ -41,6 +41,7 @@ def load(results_dir: Path, collection: str, tag: str = "") -> dict[str, Any] | 
         return None
     tests = [t for t in reporting.read_json(paths["significance"], []) or [] if t["metric"] == METRIC]
     cost = {"test_runs": len(records), "test_seconds": sum(r.get("wall_seconds") or 0.0 for r in records)}
+    cost["seeds_done"] = sorted({r["seed"] for r in records if r["variant"] != "base"})
     cost.update(selection_cost(results_dir, meta))
     return {"meta": meta, "rows": {r["variant"]: r for r in aggregate(records)}, "tests": tests, "cost": cost}
 
@@ -49,8 +50,9 @@ def selection_cost(results_dir: Path, meta: dict[str, Any]) -> dict[str, float]:
     """Runs and run seconds of the validation candidates behind ``meta``'s chosen setting."""
     runs, seconds = 0, 0.0
     stem = f"quality_{meta['collection']}"
-    for candidate in (meta.get("selection") or {}).get("candidates", []):
-        tag = f"_steps{candidate['steps']}_lr{candidate['learning_rate']:g}"
+    selection = meta.get("selection") or {}
+    for candidate in selection.get("candidates", []):
+        tag = candidate_tag("", candidate["steps"], candidate["learning_rate"], selection.get("eval_corpus_size"))
         paths = reporting.result_paths(results_dir / "quality_validation", stem + tag)
         key = (reporting.read_json(paths["meta"], {}) or {}).get("settings_key")
         records = [r for r in reporting.read_json(paths["json"], []) or [] if r.get("settings_key") == key]
@@ -108,6 +110,9 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
     for name, s in scored.items():
         m = s["meta"]
         seeds = ", ".join(map(str, m.get("seeds", [])))
+        done = s["cost"].get("seeds_done")
+        if done is not None and done != m.get("seeds"):  # a grid still running: say how far it got
+            seeds = f"{seeds} ({', '.join(map(str, done)) or 'none'} so far)"
         steps = m.get("selection", {}).get("chosen", {})
         chosen = f"; chosen on validation: {steps['steps']} steps, lr {steps['learning_rate']:g}" if steps else ""
         c = s["cost"]

@@ -220,19 +220,26 @@ def test_summary_table_shows_intervals_and_single_seed_rows():
         {"a": "full", "b": "mined", "metric": "ndcg@10", "delta": 0.04, "p_value": 0.0004, "ci_low": 0.02,
          "ci_high": 0.06},
     ]  # fmt: skip
-    meta = {"n_train_queries": 9, "n_train_rows": 9, "n_test_queries": 5, "test_corpus_size": 30, "seeds": [0, 1]}
+    meta = {"n_train_queries": 9, "n_train_rows": 9, "n_test_queries": 5, "test_corpus_size": 30, "seeds": [0, 1, 2]}
     scored = {
         "tiny": {
             "meta": meta,
             "rows": {r["variant"]: r for r in quality.aggregate(recs)},
             "tests": tests,
-            "cost": {"selection_runs": 0, "selection_seconds": 0.0, "test_runs": 4, "test_seconds": 60.0},
+            "cost": {
+                "selection_runs": 0,
+                "selection_seconds": 0.0,
+                "test_runs": 4,
+                "test_seconds": 60.0,
+                "seeds_done": [0, 1],
+            },  # fmt: skip
         }
     }
     text = summary.summary_markdown(scored)
     assert "| full − mined | +0.0400 [+0.020, +0.060] (p < 0.001)* |" in text  # the interval the caption promises
     assert "| full | 0.4500 (1 seed) ▲m |" in text  # one seed: no fake "± 0.0000"
     assert "| mined | 0.4100 ± 0.0141 |" in text and "| base | 0.3900 |" in text
+    assert "seeds 0, 1, 2 (0, 1 so far)" in text  # a grid still running says how far it got
 
 
 def test_selection_scores_candidates_on_a_validation_subset_and_trains_with_the_winner(tmp_path, tiny_model_path):
