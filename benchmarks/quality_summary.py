@@ -140,7 +140,10 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
         body.append([variant, *cells])
     lines += reporting.markdown_table(["variant", *names], body, "l" + "r" * len(names))
     lines += ["", "Paired tests on nDCG@10: Δ = a − b [95% t-interval], seeds averaged per query; p two-sided:", ""]
-    pairs = (("full", "mined"), ("full", "naive"), ("naive", "mined"), ("mined", "base"), ("full", "mined_hardness"))
+    pairs = (
+        ("full", "mined"), ("full", "naive"), ("naive", "mined"), ("mined", "base"), ("full", "mined_hardness"),
+        ("counterfactual_margin", "mined"), ("counterfactual_weighted", "counterfactual"),
+    )  # fmt: skip
     body = []
     for a, b in pairs:
         body.append([f"{a} − {b}", *(comparison_cell(s["tests"], a, b) for s in scored.values())])
