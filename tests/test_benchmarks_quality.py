@@ -149,7 +149,7 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     summary = _load("quality_summary").main(["--collections", "tinycoll", "missing", "--results-dir", str(results)])
     assert (results / "quality_summary.md").read_text() == summary
     assert "| variant | tinycoll |" in summary
-    assert f"| full | {by[('full', 0)]['ndcg@10']:.4f} ± " in summary and "| full − mined |" in summary
+    assert f"| full | {by[('full', 0)]['ndcg@10']:.4f} (1 seed)" in summary and "| full − mined |" in summary
     assert "missing" not in summary  # a collection never scored is left out, not shown empty
 
 
