@@ -41,7 +41,6 @@ def load(results_dir: Path, collection: str, tag: str = "") -> dict[str, Any] | 
         return None
     tests = [t for t in reporting.read_json(paths["significance"], []) or [] if t["metric"] == METRIC]
     cost = {"test_runs": len(records), "test_seconds": sum(r.get("wall_seconds") or 0.0 for r in records)}
-    cost["seeds_done"] = sorted({r["seed"] for r in records if r["variant"] != "base"})
     cost.update(selection_cost(results_dir, meta))
     return {"meta": meta, "rows": {r["variant"]: r for r in aggregate(records)}, "tests": tests, "cost": cost}
 
@@ -110,8 +109,8 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
     for name, s in scored.items():
         m = s["meta"]
         seeds = ", ".join(map(str, m.get("seeds", [])))
-        done = s["cost"].get("seeds_done")
-        if done is not None and done != m.get("seeds"):  # a grid still running: say how far it got
+        done = sorted({seed for v, row in s["rows"].items() if v != "base" for seed in row["seeds"]})
+        if done != m.get("seeds"):  # a grid still running: say how far it got
             seeds = f"{seeds} ({', '.join(map(str, done)) or 'none'} so far)"
         steps = m.get("selection", {}).get("chosen", {})
         chosen = f"; chosen on validation: {steps['steps']} steps, lr {steps['learning_rate']:g}" if steps else ""

@@ -231,7 +231,6 @@ def test_summary_table_shows_intervals_and_single_seed_rows():
                 "selection_seconds": 0.0,
                 "test_runs": 4,
                 "test_seconds": 60.0,
-                "seeds_done": [0, 1],
             },  # fmt: skip
         }
     }
