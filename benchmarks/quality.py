@@ -1,4 +1,4 @@
-"""Retrieval quality of the baselines and the ablation ladder on a judged collection (issue #7).
+"""Retrieval quality of the baselines and the ablation ladder on a judged collection (issues #7, #15).
 
 One command per collection; every variant shares the base model (embedded all-MiniLM-L6-v2), the training
 rows, the steps, batch size, LoRA settings and seed::
@@ -9,35 +9,47 @@ rows, the steps, batch size, LoRA settings and seed::
 
 Variants (``--variants``; all by default):
 
-=========================== ============================ ==================================================
-variant                     training set                 loss (``negsynth_hf.training.train``)
-=========================== ============================ ==================================================
-``base``                    none                         none (the untrained model; deterministic)
-``in_batch``                mined set, pairs only        ``in_batch`` = MNRL, in-batch negatives only
-``mined``                   mined set (M mined)          ``mined`` = MNRL with the M mined columns
-``naive``                   naive set (M mined + G)      ``causalneg``, weights as a 0/1 mask, no entropy
-``counterfactual``          counterfactual set (M + G)   ``causalneg``, weights as a 0/1 mask, no entropy
-``counterfactual_weighted`` counterfactual set (M + G)   ``causalneg``, gap weights, no entropy
-``full``                    counterfactual set (M + G)   ``causalneg``, gap weights + query-view entropy
-=========================== ============================ ==================================================
+================================== ============================== =============================================
+variant                            training set                   loss (``negsynth_hf.training.train``)
+================================== ============================== =============================================
+``base``                           none                           none (the untrained model; deterministic)
+``in_batch``                       mined set, pairs only          ``in_batch`` = MNRL, in-batch negatives only
+``mined``                          mined set (M mined)            ``mined`` = MNRL with the M mined columns
+``mined_hardness``                 mined set                      MNRL, ``hardness_mode="hard_negatives"``
+``naive``                          naive set (M mined + G)        ``causalneg``, weights as a 0/1 mask
+``counterfactual_guard_off``       counterfactual, guard ``off``  ``causalneg``, 0/1 mask
+``counterfactual_checks``          counterfactual, ``checks``     ``causalneg``, 0/1 mask
+``counterfactual_checks_weighted`` counterfactual, ``checks``     ``causalneg``, gap weights
+``full_checks``                    counterfactual, ``checks``     gap weights + query-view entropy
+``full_checks_hardness``           counterfactual, ``checks``     ``full_checks`` + the MNRL hardness term
+``counterfactual``                 counterfactual, ``margin``     ``causalneg``, 0/1 mask
+``counterfactual_weighted``        counterfactual, ``margin``     ``causalneg``, gap weights
+``full``                           counterfactual, ``margin``     gap weights + query-view entropy
+``full_hardness``                  counterfactual, ``margin``     ``full`` + the MNRL hardness term
+================================== ============================== =============================================
 
-"Plain InfoNCE" (naive, counterfactual) = ``CausalNegLoss(use_weights="mask", entropy_weight=0)``: every weight
+The earlier table's names (``counterfactual``, ``counterfactual_weighted``, ``full``) belong to the recommended
+guard policy, ``RECOMMENDED_GUARD_POLICY`` (margin); the other policies' rows carry their policy's name.
+
+"Plain InfoNCE" (naive, counterfactual*) = ``CausalNegLoss(use_weights="mask", entropy_weight=0)``: every weight
 read as 1 if it is > 0 and 0 otherwise, so every real negative counts once, and the slots ``build_dataset`` marks
 as filled/masked (weight 0: a generation failed, or the false-negative guard rejected the text) stay
-excluded, exactly as in the weighted variants. So (e) -> (f) changes only the weight magnitudes and
-(f) -> (g) only adds the entropy term. The ``mined`` baseline is sentence-transformers' MNRL, which reads
-no labels: a row with fewer than M mined negatives repeats one of its own mined negatives in the filler slot.
+excluded, exactly as in the weighted variants. So ``counterfactual`` -> ``counterfactual_weighted`` changes only
+the weight magnitudes and ``counterfactual_weighted`` -> ``full`` only adds the entropy term. The ``mined``
+baseline is sentence-transformers' MNRL, which reads no labels: a row with fewer than M mined negatives repeats
+one of its own mined negatives in the filler slot.
 
-The three training sets are built once per collection with ``negsynth_hf.build_dataset`` (same pairs, same
-mining settings) and saved under ``--work-dir``; LLM responses go to the generator's on-disk response cache,
+The training sets are built once per collection with ``negsynth_hf.build_dataset`` (same pairs, same mining
+settings) and saved under ``--work-dir``; LLM responses go to the committed response cache (``--llm-cache-dir``),
 so a rerun (or an interrupted run) repeats no LLM call:
 
 - mined: ``num_generated=0`` (no generator);
 - naive: ``strategy="naive"``, ``false_negative_guard=False``, ``source_weights=False`` (method.md: one
   prompt, no decomposition, no verification);
-- counterfactual: ``strategy="query_edit"`` (guard + source-probe gap weights on). With the embedded
-  SmolLM2-135M the counterfactual strategy is the small-generator one, ``query_edit`` (edit the query in one
-  detail, then write a passage for the edited query); a strong served LLM would use ``counterfactual``.
+- counterfactual (``COUNTERFACTUAL_SETS``: one per guard policy): the generator's own strategy (Qwen 1.5B on
+  llama.cpp: ``query_edit``, edit the query in one detail, then write a passage for the edited query), the
+  guard policy of the set's name, source-probe gap weights on. The sets share one synthesis and differ only in
+  which texts the guard keeps.
 
 Queries: the collection's train split minus a seeded 20% validation hold-out
 (``negsynth_hf.data.split_train_validation``, seed 0), of which ``--max-train-queries`` are sampled with seed 0
@@ -73,8 +85,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
 
 RESULTS_DIR = reporting.RESULTS_DIR
-#: the ladder's names are kept from the earlier table (counterfactual* and full use the recommended guard policy,
-#: ``--guard-policy``); the added rows are named for what they change
+#: The counterfactual training sets share one synthesis (same strategy, prompts and seed: the response cache replays
+#: it) and differ only in ``build_dataset``'s guard policy. ``margin`` is the recommended one: on the validation
+#: queries it beat ``checks`` (CISI 0.6302 vs 0.5476, Cranfield 0.4319 vs 0.4243; results/quality_validation/),
+#: and ``checks`` keeps texts that score at or above their own positive (Cranfield 92 of 115, CISI 42 of 46).
+RECOMMENDED_GUARD_POLICY = "margin"
+COUNTERFACTUAL_SETS: dict[str, str] = {
+    "counterfactual": RECOMMENDED_GUARD_POLICY,
+    "counterfactual_checks": "checks",
+    "counterfactual_guard_off": "off",
+}
+#: the ladder's names are kept from the earlier table for the recommended guard policy (counterfactual*, full);
+#: the other policies' rows carry their policy's name, the added rows are named for what they change
 VARIANTS: tuple[str, ...] = (
     "base",
     "in_batch",
@@ -82,39 +104,43 @@ VARIANTS: tuple[str, ...] = (
     "mined_hardness",
     "naive",
     "counterfactual_guard_off",
-    "counterfactual_margin",
+    "counterfactual_checks",
+    "counterfactual_checks_weighted",
+    "full_checks",
+    "full_checks_hardness",
     "counterfactual",
     "counterfactual_weighted",
     "full",
     "full_hardness",
 )
+
+
+def _causalneg(dataset: str, labels: str, *, entropy: bool = False, hardness: bool = False) -> dict[str, Any]:
+    return {"dataset": dataset, "loss": "causalneg", "labels": labels, "entropy": entropy, "hardness": hardness}
+
+
 # variant -> (training set, loss name, label handling, entropy term on?, MNRL hardness term on?)
 VARIANT_SPECS: dict[str, dict[str, Any]] = {
     "in_batch": {"dataset": "mined", "loss": "in_batch", "labels": None, "entropy": False},
     "mined": {"dataset": "mined", "loss": "mined", "labels": None, "entropy": False},
     "mined_hardness": {"dataset": "mined", "loss": "mined", "labels": None, "entropy": False, "hardness": True},
-    "naive": {"dataset": "naive", "loss": "causalneg", "labels": "mask", "entropy": False},
-    "counterfactual_guard_off": {
-        "dataset": "counterfactual_guard_off", "loss": "causalneg", "labels": "mask", "entropy": False,
-    },
-    "counterfactual_margin": {
-        "dataset": "counterfactual_margin", "loss": "causalneg", "labels": "mask", "entropy": False,
-    },
-    "counterfactual": {"dataset": "counterfactual", "loss": "causalneg", "labels": "mask", "entropy": False},
-    "counterfactual_weighted": {
-        "dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": False,
-    },
-    "full": {"dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": True},
-    "full_hardness": {
-        "dataset": "counterfactual", "loss": "causalneg", "labels": "weights", "entropy": True, "hardness": True,
-    },
-}  # fmt: skip
+    "naive": _causalneg("naive", "mask"),
+    "counterfactual_guard_off": _causalneg("counterfactual_guard_off", "mask"),
+}
+for _set, _suffix in (("counterfactual", ""), ("counterfactual_checks", "_checks")):
+    VARIANT_SPECS.update({
+        _set: _causalneg(_set, "mask"),
+        f"{_set}_weighted": _causalneg(_set, "weights"),
+        f"full{_suffix}": _causalneg(_set, "weights", entropy=True),
+        f"full{_suffix}_hardness": _causalneg(_set, "weights", entropy=True, hardness=True),
+    })  # fmt: skip
 #: the comparisons written to ``quality_<collection>.significance.json`` (a, b): a - b, paired over test queries
 COMPARISONS: tuple[tuple[str, str], ...] = (
     ("full", "mined"), ("full", "naive"), ("naive", "mined"), ("counterfactual", "mined"),
-    ("counterfactual", "counterfactual_margin"), ("counterfactual", "counterfactual_guard_off"),
+    ("counterfactual", "counterfactual_checks"), ("counterfactual", "counterfactual_guard_off"),
     ("counterfactual_weighted", "counterfactual"), ("full", "counterfactual_weighted"), ("full", "mined_hardness"),
     ("full_hardness", "mined_hardness"), ("mined", "base"), ("full", "base"), ("mined_hardness", "mined"),
+    ("full", "full_checks"), ("counterfactual_checks_weighted", "counterfactual_checks"),
 )  # fmt: skip
 METRIC_KEYS = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@100", "Recall@100"))
 # Per-collection defaults (see benchmarks/README.md for why): train queries, positives per query, profile.
@@ -208,19 +234,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "8 slots 7.2; the slot count is not in the cache key, so replays do not depend on it).",
     )
     p.add_argument("--strategy", default="auto", help="Counterfactual sets' strategy (auto: the model's own).")
-    p.add_argument(
-        "--guard-policy",
-        default="checks",
-        choices=["margin", "checks", "combined", "judge", "off"],
-        help="Guard policy of the counterfactual / counterfactual_weighted / full sets (the recommended one: "
-        "checks; Qwen 1.5B's judge was at chance on the train-split calibration).",
-    )
-    p.add_argument(
-        "--judge-threshold",
-        type=float,
-        default=None,
-        help="Judge threshold (default: benchmarks/results/judge_calibration.json's train-split choice).",
-    )
     p.add_argument("--hardness-strength", type=float, default=5.0, help="*_hardness variants (EmbeddingGemma: 5).")
     p.add_argument(
         "--constrained",
@@ -281,9 +294,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--select-variants",
         nargs="+",
-        default=["mined", "full"],
+        default=["mined", "full_checks"],
         choices=[v for v in VARIANTS if v != "base"],
-        help="Variants whose mean validation nDCG@10 picks the setting (one setting for every variant).",
+        help="Variants whose mean validation nDCG@10 picks the setting (one setting for every variant). The "
+        "committed grids chose on mined and full_checks, the full method under the guard recommended when they "
+        "ran; margin was recommended afterwards, on validation runs at the chosen settings.",
     )
     p.add_argument(
         "--select-eval-corpus-size",
@@ -293,6 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "size (0: the full corpus, as the test run). Ranks settings at a fraction of the cost on large corpora.",
     )
     p.add_argument("--rebuild", action="store_true", help="Rebuild the training sets even if saved.")
+    p.set_defaults(sets_tag=None)  # set by candidate_args: a validation candidate's slots go to its grid's folder
     return p.parse_args(argv)
 
 
@@ -369,46 +385,25 @@ def generator_config(args: argparse.Namespace):
     )
 
 
-def guard_policy(args: argparse.Namespace, mode: str, profile: str) -> Any:
-    """``mode`` as ``build_dataset`` takes it: a name, or a GuardPolicy with the calibrated judge threshold."""
-    if mode in ("margin", "off", "checks"):
-        return mode
-    from negsynth_hf.verification import GuardPolicy, RelevanceJudge
-
-    judge = RelevanceJudge(generator_config(args), profile, max_chars=1500)
-    return GuardPolicy(mode=mode, judge=judge, threshold=judge_threshold(args))
-
-
-def judge_threshold(args: argparse.Namespace) -> float:
-    """``--judge-threshold``, else the one chosen on the train-split calibration (``calibrate_judge.py``)."""
-    if args.judge_threshold is not None:
-        return args.judge_threshold
-    report = reporting.read_json(RESULTS_DIR / "judge_calibration.json", None)
-    if not report:
-        raise SystemExit("no judge calibration: run benchmarks/calibrate_judge.py or pass --judge-threshold")
-    return float(report["threshold"]["chosen"]["threshold"])
-
-
 def set_specs(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each training set's ``build_dataset`` arguments. The counterfactual sets share one synthesis (same
     strategy, prompts and seed: the response cache replays it) and differ only in the guard policy."""
     synth = {"generator": generator_config(args), "num_generated": args.num_generated,
              "strategy": args.strategy, "query_editor": args.query_editor}  # fmt: skip
-    cf = {
-        "counterfactual": args.guard_policy, "counterfactual_margin": "margin", "counterfactual_guard_off": "off",
-    }  # fmt: skip
     specs: dict[str, dict[str, Any]] = {
         "mined": {"generator": None, "num_generated": 0},
         "naive": {**synth, "strategy": "naive", "false_negative_guard": False, "source_weights": False},
     }
-    for name, mode in cf.items():
+    for name, mode in COUNTERFACTUAL_SETS.items():
         specs[name] = {**synth, "guard_policy": mode}
     return specs
 
 
 def sets_data_dir(args: argparse.Namespace, settings: dict[str, Any]) -> Path:
-    """Where a collection's generated slots go (``<--data-dir>/<collection><tag>/<set>.jsonl``)."""
-    return Path(args.data_dir) / f"{settings['collection']}{args.tag}"
+    """Where a collection's generated slots go (``<--data-dir>/<collection><tag>/<set>.jsonl``). A validation
+    candidate writes to its grid's folder: it shares the grid's builds, so its slots are the same texts."""
+    tag = args.tag if args.sets_tag is None else args.sets_tag
+    return Path(args.data_dir) / f"{settings['collection']}{tag}"
 
 
 def build_sets(
@@ -442,8 +437,6 @@ def build_sets(
             timings[name] = float("nan")
             print(f"[build] {name}: loaded {path}", flush=True)
             continue
-        if "guard_policy" in spec:
-            spec = {**spec, "guard_policy": guard_policy(args, spec["guard_policy"], settings["profile"])}
         start = time.perf_counter()
         result = build_dataset(pairs, **common, **spec)
         timings[name] = time.perf_counter() - start
@@ -501,8 +494,6 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
         "generator_model",
         "query_editor",
         "strategy",
-        "guard_policy",
-        "judge_threshold",
         "hardness_strength",
         "constrained",
         "max_attempts",
@@ -517,8 +508,8 @@ def settings_key(args: argparse.Namespace, settings: dict[str, Any]) -> str:
         "scale",
         "known_positive_batches",
     )
-    blob = json.dumps({**{k: getattr(args, k) for k in keys}, **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    blob = {**{k: getattr(args, k) for k in keys}, **settings, "guard_policies": COUNTERFACTUAL_SETS}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -705,27 +696,10 @@ def select_on_validation(args: argparse.Namespace, command: str) -> dict[str, An
     under ``<results-dir>/quality_validation/`` (resumable like any run)."""
     steps_grid = args.select_steps or [args.steps]
     lr_grid = args.select_learning_rates or [args.learning_rate]
-    folder = Path(args.results_dir) / "quality_validation"
-    corpus = args.select_eval_corpus_size
     candidates = []
     for steps in steps_grid:
         for lr in lr_grid:
-            candidate = argparse.Namespace(
-                **{
-                    **vars(args),
-                    "split": "validation",
-                    "seeds": [0],
-                    "variants": list(args.select_variants),
-                    "steps": steps,
-                    "learning_rate": lr,
-                    "results_dir": str(folder),
-                    "tag": candidate_tag(args.tag, steps, lr, corpus),
-                    "eval_corpus_size": corpus or args.eval_corpus_size,
-                    "work_dir": str(work_dir(args)),  # the same builds
-                    "select_steps": None,
-                    "select_learning_rates": None,
-                }
-            )
+            candidate = candidate_args(args, steps, lr)
             records = run(candidate, f"{command}  # validation candidate: steps {steps}, lr {lr:g}")
             scores = [r["ndcg@10"] for r in records if r["variant"] in args.select_variants]
             candidates.append(
@@ -745,7 +719,30 @@ def select_on_validation(args: argparse.Namespace, command: str) -> dict[str, An
         + f" -> steps {best['steps']}, lr {best['learning_rate']:g}",
         flush=True,
     )
+    corpus = args.select_eval_corpus_size
     return {"variants": args.select_variants, "candidates": candidates, "chosen": best, "eval_corpus_size": corpus}
+
+
+def candidate_args(args: argparse.Namespace, steps: int, learning_rate: float) -> argparse.Namespace:
+    """The ``--split validation`` run of one (steps, learning rate) candidate: seed 0, the same builds."""
+    corpus = args.select_eval_corpus_size
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "split": "validation",
+            "seeds": [0],
+            "variants": list(args.select_variants),
+            "steps": steps,
+            "learning_rate": learning_rate,
+            "results_dir": str(Path(args.results_dir) / "quality_validation"),
+            "tag": candidate_tag(args.tag, steps, learning_rate, corpus),
+            "sets_tag": args.tag if args.sets_tag is None else args.sets_tag,
+            "eval_corpus_size": corpus or args.eval_corpus_size,
+            "work_dir": str(work_dir(args)),
+            "select_steps": None,
+            "select_learning_rates": None,
+        }
+    )
 
 
 def candidate_tag(tag: str, steps: int, learning_rate: float, eval_corpus_size: int | None) -> str:
@@ -865,7 +862,7 @@ def run_meta(
         f"training: {len(pairs)} rows ({len(set(pairs['query_id']))} train queries, "
         f"≤{settings['max_positives_per_query']} positive each), M={args.num_mined} mined + G={args.num_generated} "
         f"generated negatives ({args.generator_backend} {args.generator_model or 'default model'}, strategy "
-        f"{args.strategy}, recommended guard policy {args.guard_policy}), "
+        f"{args.strategy}, counterfactual sets guarded by {COUNTERFACTUAL_SETS}, recommended {RECOMMENDED_GUARD_POLICY}), "
         f"{args.steps} steps × batch {args.batch_size} "
         f"({batching}), "
         f"LoRA r={args.lora_r} α={args.lora_alpha}, "

@@ -141,7 +141,8 @@ def summary_markdown(scored: dict[str, dict[str, Any]]) -> str:
     lines += ["", "Paired tests on nDCG@10: Δ = a − b [95% t-interval], seeds averaged per query; p two-sided:", ""]
     pairs = (
         ("full", "mined"), ("full", "naive"), ("naive", "mined"), ("mined", "base"), ("full", "mined_hardness"),
-        ("counterfactual_margin", "mined"), ("counterfactual_weighted", "counterfactual"),
+        ("counterfactual", "mined"), ("counterfactual_weighted", "counterfactual"), ("full", "full_checks"),
+        ("full_checks", "mined"), ("counterfactual_checks_weighted", "counterfactual_checks"),
     )  # fmt: skip
     body = []
     for a, b in pairs:

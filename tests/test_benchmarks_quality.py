@@ -99,8 +99,6 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
             str(tmp_path / "llm-cache"),
             "--data-dir",
             str(tmp_path / "data"),
-            "--judge-threshold",
-            "0.5",
         ]
         records = quality.main(argv)
         requests_first = len(server.requests)
@@ -123,7 +121,8 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     md = (results / "quality_tinycoll.md").read_text()
     assert "| full |" in md and "± " in md
     assert (results / "quality_tinycoll.png").stat().st_size > 0
-    assert by[("counterfactual_margin", 0)]["training_set"] == "counterfactual_margin"
+    assert by[("counterfactual_checks", 0)]["training_set"] == "counterfactual_checks"
+    assert by[("full_checks", 0)]["training_set"] == "counterfactual_checks"
     assert by[("full_hardness", 0)]["loss_config"]["hardness_mode"] == "hard_negatives"
     assert by[("mined_hardness", 0)]["loss_config"]["hardness_strength"] == 5.0
     # per-query scores of every run (means are their means), and paired tests over the same test queries
@@ -139,9 +138,10 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     assert "Δ vs mined" in md
     from datasets import load_dataset  # what the LLM wrote, keyed by ids, readable as a dataset
 
-    slots = load_dataset("json", data_files=str(tmp_path / "data" / "tinycoll" / "counterfactual.jsonl"))["train"]
     n_rows = json.loads((results / "quality_tinycoll.meta.json").read_text())["n_train_rows"]
-    assert len(slots) == n_rows * 2 and set(slots["guard_policy"]) <= {"checks", None}
+    for name, policy in quality.COUNTERFACTUAL_SETS.items():  # each set's slots say which guard judged them
+        slots = load_dataset("json", data_files=str(tmp_path / "data" / "tinycoll" / f"{name}.jsonl"))["train"]
+        assert len(slots) == n_rows * 2 and set(slots["guard_policy"]) <= {policy, None}
     assert {"query_id", "text", "guard_decision", "judge_p_relevant"} <= set(slots.column_names)
     meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
     assert meta["n_test_queries"] == 5 and meta["test_corpus_size"] == 30 and meta["seeds"] == [0]
@@ -171,9 +171,17 @@ def test_variants_map_to_the_documented_loss_switches():
     assert switches["counterfactual_weighted"] == ("causalneg", "weights", 0.0)
     assert switches["full"] == ("causalneg", "weights", 0.05)
     assert switches["mined"][0] == "mined" and switches["in_batch"][0] == "in_batch"
-    assert switches["counterfactual_margin"] == switches["counterfactual_guard_off"] == switches["naive"]
+    assert switches["counterfactual_checks"] == switches["counterfactual_guard_off"] == switches["naive"]
+    assert switches["full_checks"] == switches["full"] and switches["full_checks_hardness"][0] == "causalneg"
     hard = {v: quality.train_config(v, args).hardness_mode for v in quality.VARIANT_SPECS}
-    assert {v for v, mode in hard.items() if mode} == {"mined_hardness", "full_hardness"}
+    assert {v for v, mode in hard.items() if mode} == {"mined_hardness", "full_hardness", "full_checks_hardness"}
+    # the earlier table's names train on the recommended guard's set; the others on their own policy's
+    guard = {v: quality.COUNTERFACTUAL_SETS.get(spec["dataset"]) for v, spec in quality.VARIANT_SPECS.items()}
+    assert {guard[v] for v in ("counterfactual", "counterfactual_weighted", "full", "full_hardness")} == {
+        quality.RECOMMENDED_GUARD_POLICY
+    }
+    assert {guard[v] for v in quality.VARIANTS if "checks" in v} == {"checks"}
+    assert set(quality.VARIANTS) == {"base", *quality.VARIANT_SPECS}
 
 
 def test_aggregate_mean_and_spread():
