@@ -70,6 +70,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -768,7 +769,27 @@ def device_name() -> str:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    return run(args, "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return run(args, grid_command(sys.argv[1:] if argv is None else argv))
+
+
+#: options that choose which of a grid's runs one invocation does, not what a run is (not in ``settings_key``)
+RUN_CHOICE_OPTIONS = ("--variants", "--seeds")
+
+
+def grid_command(argv: list[str]) -> str:
+    """The command that reproduces the whole grid a result file holds: ``argv`` without ``RUN_CHOICE_OPTIONS``
+    (the file is the union of every invocation's runs under one settings key, so one invocation's
+    ``--variants`` would misdescribe it)."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.split("=", 1)[0] in RUN_CHOICE_OPTIONS:
+            skipping = "=" not in arg
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        kept.append(arg)
+    return "python benchmarks/quality.py " + shlex.join(kept)
 
 
 def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:

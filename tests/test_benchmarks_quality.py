@@ -270,3 +270,20 @@ def test_selection_scores_candidates_on_a_validation_subset_and_trains_with_the_
         candidate = json.loads(Path(f"{stem}.meta.json").read_text())
         assert candidate["split"] == "validation" and candidate["test_corpus_size"] == 12
     assert "(12 documents)" in (results / "quality_tinycoll.md").read_text()
+
+
+def test_grid_command_leaves_out_only_what_chooses_runs():
+    """The result file's command reproduces its whole grid: --variants/--seeds pick runs, never their settings."""
+    quality = _load_quality()
+    one = ["--collection", "cisi", "--variants", "mined", "full", "--seeds", "1", "--threads", "1"]
+    assert quality.grid_command(one) == "python benchmarks/quality.py --collection cisi --threads 1"
+    assert (
+        quality.grid_command(["--seeds=2", "--collection", "a b"]) == "python benchmarks/quality.py --collection 'a b'"
+    )
+    whole = quality.parse_args(["--collection", "cisi", "--threads", "1"])
+    part = quality.parse_args(one)
+    settings = quality.resolve_settings(whole)
+    assert quality.settings_key(part, settings) == quality.settings_key(whole, settings)
+    assert quality.settings_key(quality.parse_args([*one, "--steps", "7"]), settings) != quality.settings_key(
+        whole, settings
+    )
