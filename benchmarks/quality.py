@@ -838,6 +838,8 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
         meta["selection"] = selection
     reporting.write_json(paths["meta"], meta)
     records = run_missing(args, meta, paths, pairs, training_sets(sets), evaluator, work)
+    # the file holds every invocation's runs: its seeds are theirs too, not only this one's --seeds
+    meta["seeds"] = sorted(set(args.seeds) | {r["seed"] for r in records if r["variant"] != "base"})
     meta["wall_seconds_this_invocation"] = round(time.perf_counter() - wall_start, 1)
     reporting.write_json(paths["meta"], meta)
     write_reports(records, paths, meta)

@@ -151,6 +151,10 @@ def test_quality_smoke(tmp_path, tiny_model_path, monkeypatch):
     assert "| variant | tinycoll |" in summary
     assert f"| full | {by[('full', 0)]['ndcg@10']:.4f} (1 seed)" in summary and "| full − mined |" in summary
     assert "missing" not in summary  # a collection never scored is left out, not shown empty
+    # an invocation that does one more run of the grid: the files' seeds and command stay the grid's
+    quality.main([*argv, "--variants", "base", "--seeds", "5"])
+    meta = json.loads((results / "quality_tinycoll.meta.json").read_text())
+    assert meta["seeds"] == [0, 5] and "--variants" not in meta["command"] and "--seeds" not in meta["command"]
 
 
 def test_variants_map_to_the_documented_loss_switches():
