@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,11 +69,13 @@ def json_default(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` atomically (a reader never sees half a file; a crash leaves the old one)."""
+    """Write ``data`` atomically (a reader never sees half a file; a crash leaves the old one). The temporary
+    file is unique per writer: two grid processes saving the same file must not rename each other's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=json_default) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=1, default=json_default) + "\n")
+    os.replace(name, path)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

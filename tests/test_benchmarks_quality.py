@@ -291,3 +291,15 @@ def test_grid_command_leaves_out_only_what_chooses_runs():
     assert quality.settings_key(quality.parse_args([*one, "--steps", "7"]), settings) != quality.settings_key(
         whole, settings
     )
+
+
+def test_concurrent_json_writers_do_not_collide(tmp_path):
+    """Two grid processes save the same meta file at once (a crash seen in session 8 with one shared tmp name)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reporting = _load("reporting")
+    target = tmp_path / "quality_x.meta.json"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: reporting.write_json(target, {"writer": i, "pad": "x" * 100_000}), range(40)))
+    assert json.loads(target.read_text())["writer"] in range(40)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left behind
