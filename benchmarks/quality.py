@@ -403,8 +403,12 @@ def set_specs(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, d
 def sets_data_dir(args: argparse.Namespace, settings: dict[str, Any]) -> Path:
     """Where a collection's generated slots go (``<--data-dir>/<collection><tag>/<set>.jsonl``). A validation
     candidate writes to its grid's folder: it shares the grid's builds, so its slots are the same texts."""
-    tag = args.tag if args.sets_tag is None else args.sets_tag
-    return Path(args.data_dir) / f"{settings['collection']}{tag}"
+    return Path(args.data_dir) / f"{settings['collection']}{grid_tag(args)}"
+
+
+def grid_tag(args: argparse.Namespace) -> str:
+    """The tag of the grid ``args`` belongs to: its own, or for a validation candidate its grid's."""
+    return args.tag if args.sets_tag is None else args.sets_tag
 
 
 def build_sets(
@@ -737,7 +741,7 @@ def candidate_args(args: argparse.Namespace, steps: int, learning_rate: float) -
             "learning_rate": learning_rate,
             "results_dir": str(Path(args.results_dir) / "quality_validation"),
             "tag": candidate_tag(args.tag, steps, learning_rate, corpus),
-            "sets_tag": args.tag if args.sets_tag is None else args.sets_tag,
+            "sets_tag": grid_tag(args),
             "eval_corpus_size": corpus or args.eval_corpus_size,
             "work_dir": str(work_dir(args)),
             "select_steps": None,
