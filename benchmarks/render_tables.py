@@ -68,7 +68,9 @@ def setup_line(name: str, scored: dict[str, Any]) -> str:
     """What one collection's figures are: queries, documents, seeds, the chosen steps and learning rate."""
     m = scored["meta"]
     chosen = (m.get("selection") or {}).get("chosen") or {}
-    picked = f", {chosen['steps']} steps at lr {chosen['learning_rate']:g} (chosen on validation queries)" if chosen else ""
+    picked = (
+        f", {chosen['steps']} steps at lr {chosen['learning_rate']:g} (chosen on validation queries)" if chosen else ""
+    )
     return (
         f"- **{name}**: {m['n_train_queries']} training queries, {m['n_test_queries']} test queries over "
         f"{m['test_corpus_size']:,} documents, seeds {', '.join(map(str, m.get('seeds', [])))}{picked}."
