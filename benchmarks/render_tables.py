@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
 from benchmarks.quality import COMPARISONS, VARIANTS  # noqa: E402
-from benchmarks.quality_summary import ALPHA, METRIC, comparison_cell, load, marks  # noqa: E402
+from benchmarks.quality_summary import ALPHA, METRIC, comparison_cell, load, marks, test_for  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLLECTIONS: dict[str, str] = {"scifact": "SciFact", "cranfield": "Cranfield", "cisi": "CISI"}
@@ -68,12 +68,10 @@ def setup_line(name: str, scored: dict[str, Any]) -> str:
     """What one collection's figures are: queries, documents, seeds, the chosen steps and learning rate."""
     m = scored["meta"]
     chosen = (m.get("selection") or {}).get("chosen") or {}
-    picked = (
-        f", {chosen['steps']} steps at lr {chosen['learning_rate']:g} (chosen on validation queries)" if chosen else ""
-    )
+    picked = f"; {chosen['steps']} steps, lr {chosen['learning_rate']:g}" if chosen else ""
     return (
-        f"- **{name}**: {m['n_train_queries']} training queries, {m['n_test_queries']} test queries over "
-        f"{m['test_corpus_size']:,} documents, seeds {', '.join(map(str, m.get('seeds', [])))}{picked}."
+        f"- **{name}**: {m['n_train_queries']} training / {m['n_test_queries']} test queries, "
+        f"{m['test_corpus_size']:,} documents{picked}."
     )
 
 
@@ -84,7 +82,7 @@ def guard_note(scored: dict[str, dict[str, Any]]) -> str:
         found = _GUARD.search(s["meta"].get("description", ""))
         policies.setdefault(found.group(1) if found else "unrecorded", []).append(name)
     if len(policies) == 1:
-        return f"the `{next(iter(policies))}` guard policy"
+        return f"the `{next(iter(policies))}` guard"
     return "the guard policy " + "; ".join(f"`{p}` ({', '.join(names)})" for p, names in policies.items())
 
 
@@ -92,9 +90,8 @@ def guard_note(scored: dict[str, dict[str, Any]]) -> str:
 def headline(scored: dict[str, dict[str, Any]]) -> list[str]:
     """One row per collection: the five headline variants, then the three paired tests."""
     variants = [v for v in HEADLINE_VARIANTS if any(v in s["rows"] for s in scored.values())]
-    lines = [f"nDCG@10 on each collection's full test corpus. `full` = `CausalNegLoss` (gap weights + entropy term) "
-             f"on the generated negatives kept by {guard_note(scored)}; the others are defined in "
-             "[benchmarks/README.md](benchmarks/README.md#retrieval-quality). Mean ± sample std over training seeds.",
+    lines = [f"nDCG@10, mean ± sample std over training seeds. `full`: `CausalNegLoss` on the negatives kept by "
+             f"{guard_note(scored)}; other variants: [benchmarks/README.md](benchmarks/README.md#retrieval-quality).",
              ""]  # fmt: skip
     body = [[COLLECTIONS.get(c, c), *(score_cell(v, s["rows"].get(v)) for v in variants)] for c, s in scored.items()]
     lines += reporting.markdown_table(["collection", *variants], body, "l" + "r" * len(variants))
@@ -105,7 +102,19 @@ def headline(scored: dict[str, dict[str, Any]]) -> list[str]:
         for c, s in scored.items()
     ]
     lines += reporting.markdown_table(["collection", *header], body, "l" + "r" * len(header))
-    return lines + ["", *(setup_line(COLLECTIONS.get(c, c), s) for c, s in scored.items())]
+    lines += ["", *(setup_line(COLLECTIONS.get(c, c), s) for c, s in scored.items())]
+    return lines + ["", "In short: " + "; ".join(verdict(scored, a, b) for a, b in HEADLINE_COMPARISONS) + "."]
+
+
+def verdict(scored: dict[str, dict[str, Any]], a: str, b: str) -> str:
+    """Where ``a`` differs significantly from ``b``, in words (read from the same tests as the table)."""
+    by_sign: dict[str, list[str]] = {"higher": [], "lower": []}
+    for c, s in scored.items():
+        found = test_for(s["tests"], a, b)
+        if found is not None and found[1] < ALPHA:
+            by_sign["higher" if found[0] > 0 else "lower"].append(COLLECTIONS.get(c, c))
+    parts = [f"significantly {sign} on {', '.join(names)}" for sign, names in by_sign.items() if names]
+    return f"`{a}` vs `{b}`: " + (" and ".join(parts) if parts else "no significant difference on any collection")
 
 
 def ladder(scored: dict[str, dict[str, Any]]) -> list[str]:
@@ -130,9 +139,8 @@ def ladder(scored: dict[str, dict[str, Any]]) -> list[str]:
 
 def _tests_caption() -> str:
     return (
-        "Paired tests over the test queries (each variant's per-query scores averaged over its seeds first): "
-        "Δ = a − b, [95% paired t-interval], p from SciPy's paired permutation test (two-sided, 10,000 seeded "
-        f"permutations); * p < {ALPHA}."
+        "Δ = a − b over the test queries (seeds averaged per query) [95% paired t-interval] (two-sided p, SciPy's "
+        f"paired permutation test, 10,000 seeded permutations); * p < {ALPHA}."
     )
 
 
