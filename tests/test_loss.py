@@ -183,9 +183,7 @@ def test_zero_weight_column_equals_removing_it(in_batch):
     embeddings = _embeddings(5, 4, seed=4)
     flags = [False, True, True, True]
     loss = CausalNegLoss(None, in_batch_negatives=in_batch, entropy_weight=0.5)
-    masked = loss.compute_loss_components(
-        embeddings, torch.tensor([encode_negative_labels([1, 0, 1, 1], flags)] * 5)
-    )
+    masked = loss.compute_loss_components(embeddings, torch.tensor([encode_negative_labels([1, 0, 1, 1], flags)] * 5))
     kept = [embeddings[i] for i in (0, 1, 2, 4, 5)]
     removed = loss.compute_loss_components(kept, torch.tensor([encode_negative_labels([1, 1, 1], [0, 1, 1])] * 5))
     for key in ("infonce", "entropy"):
@@ -237,9 +235,7 @@ def test_use_weights_mask_is_plain_infonce_over_the_unmasked_negatives():
     embeddings = _embeddings(batch, 2, seed=12)
     weights = torch.tensor([[0.5, 0.0], [1.0, 0.25], [0.0, 0.125], [1.0, 1.0]], dtype=torch.float64)
     flags = torch.tensor([[0.0, 1.0]] * batch, dtype=torch.float64)
-    masked = CausalNegLoss(None, use_weights="mask").compute_loss_components(
-        embeddings, torch.cat([weights, flags], 1)
-    )
+    masked = CausalNegLoss(None, use_weights="mask").compute_loss_components(embeddings, torch.cat([weights, flags], 1))
     binary = CausalNegLoss(None).compute_loss_components(embeddings, torch.cat([(weights > 0).double(), flags], 1))
     assert masked["infonce"].item() == binary["infonce"].item()
     assert masked["entropy"].item() == binary["entropy"].item()
@@ -271,9 +267,7 @@ def test_without_in_batch_negatives_is_per_row_softmax():
     embeddings = _embeddings(batch, num_neg, seed=7)
     weights = [[1.0, 0.5, 0.0], [1.0, 1.0, 1.0], [0.2, 1.0, 0.7], [0.0, 0.0, 1.0]]
     labels = torch.tensor([encode_negative_labels(w, [False, True, True]) for w in weights])
-    out = CausalNegLoss(None, in_batch_negatives=False, entropy_weight=0.0).compute_loss_components(
-        embeddings, labels
-    )
+    out = CausalNegLoss(None, in_batch_negatives=False, entropy_weight=0.0).compute_loss_components(embeddings, labels)
     per_row = []
     for i in range(batch):
         q = embeddings[0][i]

@@ -70,7 +70,9 @@ class _Similarities:
 def _use_weights_mode(use_weights: UseWeights) -> UseWeights:
     """``use_weights`` checked against the named modes (a bool is not one of them)."""
     if isinstance(use_weights, bool) or use_weights not in USE_WEIGHTS_MODES:
-        raise ValueError(f'use_weights must be one of the named modes "weights", "mask" or "none", got {use_weights!r}.')
+        raise ValueError(
+            f'use_weights must be one of the named modes "weights", "mask" or "none", got {use_weights!r}.'
+        )
     return use_weights
 
 
