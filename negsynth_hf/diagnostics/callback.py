@@ -58,24 +58,56 @@ def find_loss_with(loss: torch.nn.Module, attribute: str, *, caller: str) -> tor
     return found
 
 
-def _publish(state: Any, logs: dict[str, Any], extra: dict[str, float]) -> None:
-    """Add ``extra`` to ``logs`` in place (every later callback sees it) and to the log_history entry that
-    Trainer.log appended for this call (``{**logs, "step": global_step}``, before calling on_log)."""
-    logs.update(extra)
-    if state.log_history:
-        last = state.log_history[-1]
-        if last.get("step") == state.global_step and all(k in last for k in logs if k not in extra):
-            last.update(extra)
+class _LossHookCallback(TrainerCallback):
+    """What both callbacks share: the loss found (inside a wrapper too) by the attribute it records, a forward
+    hook that calls ``record``, and the window's means (``_pop_window``) placed in the trainer's logs."""
+
+    _attribute: str
+
+    def _hook_loss(self, loss: torch.nn.Module) -> None:
+        self.loss = find_loss_with(loss, self._attribute, caller=type(self).__name__)
+        is_module = isinstance(self.loss, torch.nn.Module)
+        self._hook = self.loss.register_forward_hook(self._after_forward) if is_module else None
+
+    def attach(self, trainer: Any) -> _LossHookCallback:
+        """Add this callback FIRST in ``trainer``'s callback list, so every reporter sees its values."""
+        callbacks = trainer.callback_handler.callbacks
+        if self in callbacks:
+            callbacks.remove(self)
+        callbacks.insert(0, self)
+        return self
+
+    def record(self, values: Any = None, *, training: bool | None = None) -> None:
+        raise NotImplementedError
+
+    def _pop_window(self, training: bool) -> dict[str, float]:
+        """The log keys and means of the window since the last log of that kind."""
+        raise NotImplementedError
+
+    def _after_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.record()
+
+    def remove_hook(self) -> None:
+        """Stop collecting (detach the forward hook from the loss)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or not ("loss" in logs or "eval_loss" in logs):
+            return
+        extra = self._pop_window(training="loss" in logs)
+        if not extra:
+            return
+        logs.update(extra)
+        # Trainer.log appended {**logs, "step": global_step} to log_history before calling on_log.
+        if state.log_history:
+            last = state.log_history[-1]
+            if last.get("step") == state.global_step and all(k in last for k in logs if k not in extra):
+                last.update(extra)
 
 
-def _move_to_front(callback: TrainerCallback, trainer: Any) -> None:
-    callbacks = trainer.callback_handler.callbacks
-    if callback in callbacks:
-        callbacks.remove(callback)
-    callbacks.insert(0, callback)
-
-
-class LossComponentsCallback(TrainerCallback):
+class LossComponentsCallback(_LossHookCallback):
     """Log the loss's components (mean since the last log) as ``infonce`` and ``entropy`` in training logs and
     ``eval_infonce`` / ``eval_entropy`` in evaluation logs: the keys the trainer used for losses that returned
     them as a dict. With one loss call per step their sum is the logged ``loss``.
@@ -97,16 +129,12 @@ class LossComponentsCallback(TrainerCallback):
         trainer.train()  # trainer.state.log_history[i]["infonce"], ["entropy"]
     """
 
+    _attribute = "last_components"
+
     def __init__(self, loss: torch.nn.Module) -> None:
-        self.loss = find_loss_with(loss, "last_components", caller=type(self).__name__)
         self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._counts: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
-        self._hook = self.loss.register_forward_hook(self._after_forward)
-
-    def attach(self, trainer: Any) -> LossComponentsCallback:
-        """Add this callback FIRST in ``trainer``'s callback list, so every reporter sees its values."""
-        _move_to_front(self, trainer)
-        return self
+        self._hook_loss(loss)
 
     def record(self, components: dict[str, torch.Tensor] | None = None, *, training: bool | None = None) -> None:
         """Add one forward's components (default: ``loss.last_components``), on the device; the hook calls this."""
@@ -120,9 +148,6 @@ class LossComponentsCallback(TrainerCallback):
             sums[key] = sums[key] + value if key in sums else value
             counts[key] = counts[key] + finite if key in counts else finite.long()
 
-    def _after_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self.record()
-
     def pop(self, split: str) -> dict[str, float]:
         """The means of ``split`` ("train" or "eval") since the last pop, read back in one transfer."""
         sums, counts = self._sums[split], self._counts[split]
@@ -134,23 +159,10 @@ class LossComponentsCallback(TrainerCallback):
         counts.clear()
         return {k: total / count if count else math.nan for k, (total, count) in zip(keys, totals, strict=True)}
 
-    def remove_hook(self) -> None:
-        """Stop collecting (detach the forward hook from the loss)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None:
-            return
-        if "loss" in logs:
-            extra = self.pop("train")
-        elif "eval_loss" in logs:
-            extra = {"eval_" + k: v for k, v in self.pop("eval").items()}
-        else:
-            return
-        if extra:
-            _publish(state, logs, extra)
+    def _pop_window(self, training: bool) -> dict[str, float]:
+        if training:
+            return self.pop("train")
+        return {"eval_" + k: v for k, v in self.pop("eval").items()}
 
 
 class _Mean:
@@ -183,7 +195,7 @@ class _Mean:
         return out
 
 
-class GapDiagnosticsCallback(TrainerCallback):
+class GapDiagnosticsCallback(_LossHookCallback):
     """Log the loss's per-step gap diagnostics (mean since the last log) as ``gap/<key>``.
 
     Args:
@@ -208,6 +220,8 @@ class GapDiagnosticsCallback(TrainerCallback):
         trainer.train()  # trainer.state.log_history[i]["gap/h_gen_norm"], ...
     """
 
+    _attribute = "last_diagnostics"
+
     def __init__(
         self,
         loss: torch.nn.Module,
@@ -220,7 +234,6 @@ class GapDiagnosticsCallback(TrainerCallback):
         eval_prefix: str = EVAL_PREFIX,
         keys: Sequence[str] | None = None,
     ) -> None:
-        self.loss = loss = find_loss_with(loss, "last_diagnostics", caller=type(self).__name__)
         self.spectrum_every_eval = spectrum_every_eval
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.eval_dataset = eval_dataset
@@ -235,12 +248,7 @@ class GapDiagnosticsCallback(TrainerCallback):
         self._train = _Mean()
         self._eval = _Mean()
         self.reports: list[Path] = []
-        self._hook = loss.register_forward_hook(self._after_forward) if isinstance(loss, torch.nn.Module) else None
-
-    def attach(self, trainer: Any) -> GapDiagnosticsCallback:
-        """Add this callback FIRST in ``trainer``'s callback list, so every reporter sees its values."""
-        _move_to_front(self, trainer)
-        return self
+        self._hook_loss(loss)
 
     def record(self, diagnostics: dict[str, Any] | None = None, *, training: bool | None = None) -> None:
         """Add one forward's diagnostics (default: ``loss.last_diagnostics``); the hook calls this."""
@@ -250,28 +258,12 @@ class GapDiagnosticsCallback(TrainerCallback):
         training = torch.is_grad_enabled() if training is None else training
         (self._train if training else self._eval).add(values)
 
-    def _after_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self.record()
-
-    def remove_hook(self) -> None:
-        """Stop collecting (detach the forward hook from the loss)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+    def _pop_window(self, training: bool) -> dict[str, float]:
+        if training:
+            return {self.prefix + k: v for k, v in self._train.pop(self.keys).items()}
+        return {self.eval_prefix + k: v for k, v in self._eval.pop(self.keys).items()}
 
     # ------------------------------------------------------------------ TrainerCallback events
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None:
-            return
-        if "loss" in logs:
-            extra = {self.prefix + k: v for k, v in self._train.pop(self.keys).items()}
-        elif "eval_loss" in logs:
-            extra = {self.eval_prefix + k: v for k, v in self._eval.pop(self.keys).items()}
-        else:
-            return
-        if extra:
-            _publish(state, logs, extra)
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         if not (self.spectrum_every_eval and self.eval_dataset is not None and model is not None):

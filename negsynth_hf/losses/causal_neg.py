@@ -304,7 +304,7 @@ class CausalNegLoss(nn.Module):
         embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels)
 
-    def owned_labels(self, labels: Tensor | None, num_negatives: int) -> Tensor | None:
+    def _owned_labels(self, labels: Tensor | None, num_negatives: int) -> Tensor | None:
         """``labels`` if they claim the weight layout (see the class docs, "Labels"), else None, with a warning
         naming the shape the first time this loss ignores a label tensor."""
         if labels is None or has_negative_label_layout(labels, num_negatives):
@@ -365,7 +365,7 @@ class CausalNegLoss(nn.Module):
             raise ValueError(f"Expected at least 2 embedding columns (anchor, positive), got {len(embeddings)}.")
         queries, positives, negatives = embeddings[0], embeddings[1], embeddings[2:]
         batch_size, num_negatives = queries.size(0), len(negatives)
-        labels = self.owned_labels(labels, num_negatives)
+        labels = self._owned_labels(labels, num_negatives)
         weights, is_generated = self.negative_weights(labels, num_negatives, batch_size, queries.device)
         valid = weights > 0
         # Decided on the host, without reading any tensor: the default path has no device synchronisation beyond
