@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     # diagnostics
     "diagnose": "negsynth_hf.diagnostics",
     "GapDiagnosticsCallback": "negsynth_hf.diagnostics",
+    "LossComponentsCallback": "negsynth_hf.diagnostics",
 }
 
 __all__ = ["__version__", *_EXPORTS]

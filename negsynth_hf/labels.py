@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 LABEL_COLUMN = "labels"
@@ -66,20 +67,45 @@ def encode_negative_labels(weights: Sequence[float], is_generated: Sequence[bool
     return out
 
 
+def has_negative_label_layout(labels: Tensor, num_negatives: int) -> bool:
+    """Whether a collated label tensor claims the ``[w_1..w_N, g_1..g_N]`` layout: 2-D with ``2 * N`` columns.
+
+    Only the shape decides (read on the host, no device synchronisation). A tensor of any other shape (a 1-D
+    ``score`` column, a list column of another length) is a label the weight layout does not own.
+    """
+    return labels.dim() == 2 and labels.size(1) == 2 * num_negatives
+
+
 def decode_negative_labels(labels: Tensor, num_negatives: int) -> tuple[Tensor, Tensor]:
     """Split a collated ``(batch, 2 * num_negatives)`` label tensor into weights and a generated mask.
+
+    Raises a ValueError naming what is wrong if the shape is not that layout, a weight lies outside ``[0, 1]``
+    (or is NaN), or a generated flag is not 0 or 1.
 
     Returns:
         ``(weights, is_generated)``: a float tensor and a bool tensor, both ``(batch, num_negatives)``.
     """
-    if labels.dim() != 2 or labels.size(1) != 2 * num_negatives:
+    if not has_negative_label_layout(labels, num_negatives):
         raise ValueError(
             f"Expected a label tensor of shape (batch, {2 * num_negatives}) for {num_negatives} negative columns "
             f"([w_1..w_N, g_1..g_N], see negsynth_hf.labels), got shape {tuple(labels.shape)}. Build the column "
             "with negsynth_hf.encode_negative_labels, or remove it to train without weights."
         )
     labels = labels.float()
-    weights = labels[:, :num_negatives]
-    if not bool(((weights >= 0) & (weights <= 1)).all()):  # NaN fails both comparisons
-        raise ValueError("Gap-correction weights in the label column must lie in [0, 1].")
-    return weights, labels[:, num_negatives:] > 0.5
+    weights, flags = labels[:, :num_negatives], labels[:, num_negatives:]
+    # One host transfer for both checks (NaN fails every comparison).
+    weights_ok, flags_ok = torch.stack(
+        [((weights >= 0) & (weights <= 1)).all(), ((flags == 0) | (flags == 1)).all()]
+    ).tolist()
+    if not weights_ok:
+        raise ValueError(
+            "Gap-correction weights in the label column ([w_1..w_N, g_1..g_N]) must lie in [0, 1]; build the column "
+            "with negsynth_hf.encode_negative_labels."
+        )
+    if not flags_ok:
+        raise ValueError(
+            "Generated flags in the label column ([w_1..w_N, g_1..g_N]) must be 0 or 1; build the column with "
+            "negsynth_hf.encode_negative_labels, or remove a column of other labels (e.g. scores) that has "
+            f"{2 * num_negatives} values per row."
+        )
+    return weights, flags > 0.5

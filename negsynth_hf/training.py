@@ -304,6 +304,10 @@ def train(
             KnownPositivesBatchSampler, known_positives=known_positives, fill_batches=args.world_size > 1
         )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
+    if hasattr(loss, "last_components"):  # CausalNeg losses: InfoNCE and entropy logged next to the loss
+        from negsynth_hf.diagnostics.callback import LossComponentsCallback
+
+        LossComponentsCallback(loss).attach(trainer)
     is_main = trainer.is_world_process_zero()
     before = _score(evaluator, model) if evaluator is not None and is_main else {}
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from sentence_transformers.sentence_transformer.training_args import SentenceTra
 from test_transform_helpers import ScriptedSpec, corpus, pairs
 
 from negsynth_hf.build import build_dataset
+from negsynth_hf.diagnostics import LossComponentsCallback
 from negsynth_hf.losses import CausalNegLoss
 
 M, G = 2, 2
@@ -38,7 +39,7 @@ def _loss_value(loss, model, data: dict[str, list]) -> float:
     columns = ["anchor", "positive"] + [f"negative_{j}" for j in range(1, M + G + 1)]
     with torch.no_grad():
         out = loss([model.tokenize(data[c]) for c in columns], torch.tensor(data["labels"]))
-    return float(sum(out.values()))
+    return float(out)
 
 
 def test_zero_weight_slots_do_not_affect_the_loss(built, tiny_model):
@@ -73,6 +74,7 @@ def test_trainer_runs_on_build_output(built, tiny_model, tmp_path):
         seed=0,
     )
     trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=built.train, loss=loss)
+    LossComponentsCallback(loss).attach(trainer)
     trainer.train()
     logs = [log for log in trainer.state.log_history if "infonce" in log]
     assert len(logs) == 3 and all(math.isfinite(log["loss"]) for log in logs)

@@ -44,20 +44,23 @@ def test_cached_matches_plain_loss_and_gradients(tiny_model, in_batch):
 
     plain = CausalNegLoss(model, **kwargs)
     model.zero_grad()
-    out_plain = plain(_features(model), labels)
-    sum(out_plain.values()).backward()
+    total_plain = plain(_features(model), labels)
+    total_plain.backward()
     grads_plain = _grads(model)
     diag_plain = dict(plain.last_diagnostics)
+    out_plain = {"loss": total_plain.detach(), **plain.last_components}
 
     cached = CachedCausalNegLoss(model, mini_batch_size=3, **kwargs)  # 8 rows -> uneven mini-batches 3, 3, 2
     model.zero_grad()
-    out_cached = cached(_features(model), labels)
-    assert set(out_cached) == {"infonce", "entropy"}
-    torch.stack(list(out_cached.values())).sum().backward()  # exactly what the trainer does with a dict
+    total_cached = cached(_features(model), labels)
+    assert total_cached.dim() == 0  # a scalar, as every sentence-transformers loss returns
+    total_cached.backward()
     grads_cached = _grads(model)
+    out_cached = {"loss": total_cached.detach(), **cached.last_components}
 
-    for key in ("infonce", "entropy"):
-        torch.testing.assert_close(out_cached[key].detach(), out_plain[key].detach(), rtol=0, atol=1e-5)
+    assert set(out_cached) == {"loss", "infonce", "entropy"}
+    for key in out_cached:
+        torch.testing.assert_close(out_cached[key], out_plain[key], rtol=0, atol=1e-5)
     assert out_plain["entropy"].abs() > 0
     assert grads_plain.keys() == grads_cached.keys() and len(grads_plain) > 10
     for name, grad in grads_plain.items():
@@ -67,15 +70,15 @@ def test_cached_matches_plain_loss_and_gradients(tiny_model, in_batch):
         assert cached.last_diagnostics[key] == pytest.approx(value, abs=1e-5)
 
 
-def test_cached_without_grad_returns_components(tiny_model):
+def test_cached_without_grad_matches_plain_loss_and_components(tiny_model):
     tiny_model.eval()
     cached = CachedCausalNegLoss(tiny_model, mini_batch_size=4, num_generated=2)
     plain = CausalNegLoss(tiny_model, num_generated=2)
     with torch.no_grad():
-        out_cached = cached(_features(tiny_model), None)
-        out_plain = plain(_features(tiny_model), None)
+        torch.testing.assert_close(cached(_features(tiny_model)), plain(_features(tiny_model)), rtol=0, atol=1e-5)
+    assert plain.last_components["entropy"] != 0  # the generated columns entered the entropy term
     for key in ("infonce", "entropy"):
-        torch.testing.assert_close(out_cached[key], out_plain[key], rtol=0, atol=1e-5)
+        torch.testing.assert_close(cached.last_components[key], plain.last_components[key], rtol=0, atol=1e-5)
 
 
 def test_cached_config_and_delegation(tiny_model):
@@ -89,5 +92,7 @@ def test_cached_config_and_delegation(tiny_model):
     assert "2606.01304" in cached.citation and "2101.06983" in cached.citation
     with pytest.raises(ValueError, match="mini_batch_size"):
         CachedCausalNegLoss(tiny_model, mini_batch_size=0)
+    with pytest.raises(ValueError, match="named modes"):
+        CachedCausalNegLoss(tiny_model, use_weights=False)
     with pytest.raises(TypeError):
         CachedCausalNegLoss(tiny_model, not_an_argument=1)

@@ -14,7 +14,7 @@ from sentence_transformers.sentence_transformer.training_args import SentenceTra
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from negsynth_hf.diagnostics import GapDiagnosticsCallback
+from negsynth_hf.diagnostics import GapDiagnosticsCallback, LossComponentsCallback
 from negsynth_hf.labels import encode_negative_labels
 
 TOPICS = ["rivers", "volcanoes", "glaciers", "deserts", "forests", "oceans", "islands", "canyons"]
@@ -102,6 +102,53 @@ def test_means_between_logs_skip_nan_and_split_train_from_eval():
     cb2.on_log(None, state, TrainerControl(), logs=logs)
     assert set(logs) == {"loss", *(f"gap/{k}" for k in DIAGNOSTIC_KEYS)}
     assert logs["gap/h_gen_norm"] == 0.3 and math.isnan(logs["gap/gen_mass"])
+
+
+class _StandInComponents(nn.Module):
+    """A stand-in with CausalNegLoss's components contract: detached 0-dim tensors after each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_components: dict[str, torch.Tensor] = {}
+        self.queue: list[dict[str, float]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last_components = {k: torch.tensor(v) for k, v in self.queue.pop(0).items()}
+        return x.sum()
+
+
+def test_components_means_skip_non_finite_split_train_from_eval_and_find_a_wrapped_loss():
+    inner = _StandInComponents()
+    wrapper = nn.Sequential(nn.Linear(2, 2), inner)  # any module that holds the loss
+    cb = LossComponentsCallback(wrapper)
+    assert cb.loss is inner
+    inner.queue = [
+        {"infonce": 2.0, "entropy": math.inf},
+        {"infonce": 4.0, "entropy": -0.5},
+        {"infonce": 9.0, "entropy": 0.25},
+        {"infonce": math.nan, "entropy": 0.0},
+    ]
+    inner(torch.ones(2))
+    inner(torch.ones(2))
+    with torch.no_grad():  # evaluation forwards
+        inner(torch.ones(2))
+        inner(torch.ones(2))
+    state = TrainerState()
+    state.global_step = 3
+    logs = {"loss": 1.0}
+    state.log_history.append({**logs, "step": 3})
+    cb.on_log(None, state, TrainerControl(), logs=logs)
+    assert logs == {"loss": 1.0, "infonce": 3.0, "entropy": -0.5}
+    assert state.log_history[-1] == {**logs, "step": 3}
+    eval_logs = {"eval_loss": 2.0}
+    cb.on_log(None, state, TrainerControl(), logs=eval_logs)
+    assert eval_logs == {"eval_loss": 2.0, "eval_infonce": 9.0, "eval_entropy": 0.125}
+    empty = {"loss": 1.0}
+    cb.on_log(None, state, TrainerControl(), logs=empty)
+    assert empty == {"loss": 1.0}  # the window was emptied
+    cb.remove_hook()
+    with pytest.raises(TypeError, match="Linear has no `last_components` and wraps no loss that has"):
+        LossComponentsCallback(nn.Linear(2, 2))
 
 
 def test_training_logs_the_loss_diagnostics(tiny_model, tmp_path):

@@ -125,7 +125,7 @@ def test_entropy_gradient_reaches_only_generated():
     # Same through the loss: the entropy component moves only the generated negative columns.
     embeddings = [unit(5, 16, requires_grad=True) for _ in range(2 + 4)]
     labels = torch.tensor([encode_negative_labels([1, 1, 1, 1], [0, 0, 1, 1])] * 5)
-    out = CausalNegLoss(None, entropy_weight=1.0).compute_loss_from_embeddings(embeddings, labels)
+    out = CausalNegLoss(None, entropy_weight=1.0).compute_loss_components(embeddings, labels)
     grads = torch.autograd.grad(out["entropy"], embeddings, allow_unused=True)
     assert all(g is None or g.abs().sum() == 0 for g in grads[:4])
     assert all(g is not None and g.abs().sum() > 0 for g in grads[4:])
@@ -154,10 +154,12 @@ def test_unit_weights_reproduce_mnrl(num_neg, with_labels):
     labels = torch.tensor([encode_negative_labels([1.0] * num_neg, [False] * num_neg)] * 6) if with_labels else None
     loss = CausalNegLoss(None, entropy_weight=0.0)
     mnrl = MultipleNegativesRankingLoss(None)
-    ours = loss.compute_loss_from_embeddings(embeddings, labels)
+    ours = loss.compute_loss_components(embeddings, labels)
     theirs = mnrl.compute_loss_from_embeddings(embeddings, None)
     assert ours["infonce"].item() == theirs.item()
     assert ours["entropy"].item() == 0.0
+    scalar = loss.compute_loss_from_embeddings(embeddings, labels)  # what forward returns: one scalar
+    assert scalar.dim() == 0 and scalar.item() == theirs.item()
     # Same logits as MNRL's query_to_doc matrix.
     logits, targets = loss.infonce_logits(embeddings[0], embeddings[1], embeddings[2:], torch.ones(6, num_neg))
     assert torch.equal(logits, cos_sim(embeddings[0], torch.cat(embeddings[1:])) * 20.0)
@@ -170,7 +172,7 @@ def test_unit_weights_reproduce_mnrl(num_neg, with_labels):
     # Generated flags change only the entropy term, never InfoNCE.
     if num_neg > 1:  # (with one negative that is generated, M = 0 and G = 1: L_ent is exactly 0)
         gen_labels = torch.tensor([encode_negative_labels([1.0] * num_neg, [True] * num_neg)] * 6)
-        with_entropy = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, gen_labels)
+        with_entropy = CausalNegLoss(None).compute_loss_components(embeddings, gen_labels)
         assert with_entropy["infonce"].item() == theirs.item()
         assert with_entropy["entropy"].item() != 0.0
 
@@ -181,11 +183,9 @@ def test_zero_weight_column_equals_removing_it(in_batch):
     embeddings = _embeddings(5, 4, seed=4)
     flags = [False, True, True, True]
     loss = CausalNegLoss(None, in_batch_negatives=in_batch, entropy_weight=0.5)
-    masked = loss.compute_loss_from_embeddings(
-        embeddings, torch.tensor([encode_negative_labels([1, 0, 1, 1], flags)] * 5)
-    )
+    masked = loss.compute_loss_components(embeddings, torch.tensor([encode_negative_labels([1, 0, 1, 1], flags)] * 5))
     kept = [embeddings[i] for i in (0, 1, 2, 4, 5)]
-    removed = loss.compute_loss_from_embeddings(kept, torch.tensor([encode_negative_labels([1, 1, 1], [0, 1, 1])] * 5))
+    removed = loss.compute_loss_components(kept, torch.tensor([encode_negative_labels([1, 1, 1], [0, 1, 1])] * 5))
     for key in ("infonce", "entropy"):
         torch.testing.assert_close(masked[key], removed[key], rtol=0, atol=1e-12)
     grads_masked = torch.autograd.grad(masked["infonce"] + masked["entropy"], embeddings)
@@ -202,7 +202,7 @@ def test_zero_weight_single_negative_removed_for_every_anchor():
     weights = [[1.0, 1.0]] * batch
     weights[2] = [0.0, 1.0]
     labels = torch.tensor([encode_negative_labels(w, [False, False]) for w in weights])
-    out = CausalNegLoss(None, entropy_weight=0.0).compute_loss_from_embeddings(embeddings, labels)
+    out = CausalNegLoss(None, entropy_weight=0.0).compute_loss_components(embeddings, labels)
 
     q, docs = embeddings[0], torch.cat(embeddings[1:])  # docs block-ordered [pos | neg_1 | neg_2]
     keep = torch.ones(docs.size(0), dtype=torch.bool)
@@ -217,13 +217,13 @@ def test_fractional_weights_add_log_w_and_carry_across_rows():
     embeddings = _embeddings(batch, 2, seed=6)
     weights = torch.tensor([[0.5, 1.0], [1.0, 0.25], [0.75, 0.125], [1.0, 1.0]], dtype=torch.float64)  # float32-exact
     labels = torch.cat([weights, torch.zeros(batch, 2, dtype=torch.float64)], 1)
-    out = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, labels)
+    out = CausalNegLoss(None).compute_loss_components(embeddings, labels)
     q, docs = embeddings[0], torch.cat(embeddings[1:])
     bias = torch.cat([torch.ones(batch, dtype=torch.float64), weights[:, 0], weights[:, 1]]).log()
     logits = cos_sim(q, docs) * scale + bias  # the same bias for every anchor
     torch.testing.assert_close(out["infonce"], F.cross_entropy(logits, torch.arange(batch)), rtol=0, atol=1e-12)
     assert out["entropy"].item() == 0.0  # no generated negatives
-    unweighted = CausalNegLoss(None, use_weights="none").compute_loss_from_embeddings(embeddings, labels)
+    unweighted = CausalNegLoss(None, use_weights="none").compute_loss_components(embeddings, labels)
     mnrl = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
     assert unweighted["infonce"].item() == mnrl.item()
 
@@ -235,15 +235,13 @@ def test_use_weights_mask_is_plain_infonce_over_the_unmasked_negatives():
     embeddings = _embeddings(batch, 2, seed=12)
     weights = torch.tensor([[0.5, 0.0], [1.0, 0.25], [0.0, 0.125], [1.0, 1.0]], dtype=torch.float64)
     flags = torch.tensor([[0.0, 1.0]] * batch, dtype=torch.float64)
-    masked = CausalNegLoss(None, use_weights="mask").compute_loss_from_embeddings(
-        embeddings, torch.cat([weights, flags], 1)
-    )
-    binary = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, torch.cat([(weights > 0).double(), flags], 1))
+    masked = CausalNegLoss(None, use_weights="mask").compute_loss_components(embeddings, torch.cat([weights, flags], 1))
+    binary = CausalNegLoss(None).compute_loss_components(embeddings, torch.cat([(weights > 0).double(), flags], 1))
     assert masked["infonce"].item() == binary["infonce"].item()
     assert masked["entropy"].item() == binary["entropy"].item()
     no_zero = torch.cat([weights.clamp(min=0.1), flags], 1)
     mnrl = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
-    assert CausalNegLoss(None, use_weights="mask").compute_loss_from_embeddings(embeddings, no_zero)[
+    assert CausalNegLoss(None, use_weights="mask").compute_loss_components(embeddings, no_zero)[
         "infonce"
     ].item() == pytest.approx(mnrl.item(), abs=1e-12)
     assert CausalNegLoss(None, use_weights="mask").get_config_dict()["use_weights"] == "mask"
@@ -253,25 +251,15 @@ def test_use_weights_mask_is_plain_infonce_over_the_unmasked_negatives():
         CausalNegLoss(None, use_weights=1)
 
 
-@pytest.mark.parametrize(("deprecated", "mode"), [(True, "weights"), (False, "none")])
-def test_use_weights_booleans_are_deprecated_aliases(deprecated, mode):
-    """True / False keep working for one minor version: same loss as the named mode, a DeprecationWarning that
-    names it and points at the caller's line, and the named mode in the config (and after assignment)."""
-    embeddings = _embeddings(4, 2, seed=13)
-    labels = torch.tensor([encode_negative_labels([0.5, 0.0], [False, True])] * 4, dtype=torch.float64)
-    with pytest.warns(DeprecationWarning, match=f'use_weights="{mode}"') as record:
-        old = CausalNegLoss(None, use_weights=deprecated)
-    assert record[0].filename == __file__
-    new = CausalNegLoss(None, use_weights=mode)
-    assert old.get_config_dict()["use_weights"] == mode
-    for key in ("infonce", "entropy"):
-        assert (
-            old.compute_loss_from_embeddings(embeddings, labels)[key].item()
-            == new.compute_loss_from_embeddings(embeddings, labels)[key].item()
-        )
-    with pytest.warns(DeprecationWarning):
-        new.use_weights = not deprecated
-    assert new.use_weights == ("none" if deprecated else "weights")
+@pytest.mark.parametrize("value", [True, False])
+def test_use_weights_rejects_booleans(value):
+    """Only the named modes are accepted, at construction and on assignment (a bool is not a mode)."""
+    with pytest.raises(ValueError, match=r'named modes "weights", "mask" or "none", got ' + str(value)):
+        CausalNegLoss(None, use_weights=value)
+    loss = CausalNegLoss(None)
+    with pytest.raises(ValueError, match="named modes"):
+        loss.use_weights = value
+    assert loss.use_weights == "weights"
 
 
 def test_without_in_batch_negatives_is_per_row_softmax():
@@ -279,9 +267,7 @@ def test_without_in_batch_negatives_is_per_row_softmax():
     embeddings = _embeddings(batch, num_neg, seed=7)
     weights = [[1.0, 0.5, 0.0], [1.0, 1.0, 1.0], [0.2, 1.0, 0.7], [0.0, 0.0, 1.0]]
     labels = torch.tensor([encode_negative_labels(w, [False, True, True]) for w in weights])
-    out = CausalNegLoss(None, in_batch_negatives=False, entropy_weight=0.0).compute_loss_from_embeddings(
-        embeddings, labels
-    )
+    out = CausalNegLoss(None, in_batch_negatives=False, entropy_weight=0.0).compute_loss_components(embeddings, labels)
     per_row = []
     for i in range(batch):
         q = embeddings[0][i]
@@ -301,24 +287,24 @@ def test_without_in_batch_dot_score_and_custom_similarity():
     expected = F.cross_entropy(expected_logits, torch.zeros(4, dtype=torch.long))
     for fct in (dot_score, lambda a, b: a @ b.T):
         loss = CausalNegLoss(None, scale=1.0, similarity_fct=fct, in_batch_negatives=False, entropy_weight=0.0)
-        torch.testing.assert_close(loss.compute_loss_from_embeddings(embeddings, None)["infonce"], expected)
+        torch.testing.assert_close(loss.compute_loss_components(embeddings, None)["infonce"], expected)
 
 
 def test_num_generated_without_labels_marks_trailing_columns():
     embeddings = _embeddings(5, 4, seed=9)
-    by_arg = CausalNegLoss(None, num_generated=2).compute_loss_from_embeddings(embeddings, None)
+    by_arg = CausalNegLoss(None, num_generated=2).compute_loss_components(embeddings, None)
     labels = torch.tensor([encode_negative_labels([1] * 4, [0, 0, 1, 1])] * 5)
-    by_labels = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, labels)
+    by_labels = CausalNegLoss(None).compute_loss_components(embeddings, labels)
     assert by_arg["entropy"].item() == by_labels["entropy"].item() != 0.0
-    plain = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, None)
+    plain = CausalNegLoss(None).compute_loss_components(embeddings, None)
     assert plain["entropy"].item() == 0.0
 
 
 def test_gather_across_devices_single_process_is_identity():
     embeddings = _embeddings(4, 2, seed=10)
     labels = torch.tensor([encode_negative_labels([1.0, 0.5], [0, 1])] * 4)
-    a = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, labels)
-    b = CausalNegLoss(None, gather_across_devices=True).compute_loss_from_embeddings(embeddings, labels)
+    a = CausalNegLoss(None).compute_loss_components(embeddings, labels)
+    b = CausalNegLoss(None, gather_across_devices=True).compute_loss_components(embeddings, labels)
     assert a["infonce"].item() == b["infonce"].item() and a["entropy"].item() == b["entropy"].item()
 
 
@@ -332,7 +318,7 @@ def test_diagnostics_values():
     weights[1][0] = 0.0
     labels = torch.tensor([encode_negative_labels(w, flags) for w in weights])
     loss = CausalNegLoss(None)
-    loss.compute_loss_from_embeddings(embeddings, labels)
+    loss.compute_loss_components(embeddings, labels)
     diag = loss.last_diagnostics
     assert set(diag) == set(DIAGNOSTIC_KEYS)
     assert all(isinstance(v, float) for v in diag.values())
@@ -354,7 +340,7 @@ def test_diagnostics_values():
     assert diag["h_gen_norm"] == pytest.approx(sum(h) / len(h))
     assert 0.0 < diag["gen_mass_expected"] < 1.0
 
-    loss.compute_loss_from_embeddings(embeddings[:2], None)  # pairs only: negative statistics not available
+    loss.compute_loss_components(embeddings[:2], None)  # pairs only: negative statistics not available
     assert set(loss.last_diagnostics) == {"sim_q_pos"}
 
 
@@ -391,14 +377,14 @@ def test_validation_errors():
         CausalNegLoss(None, num_generated=-1)
     embeddings = _embeddings(3, 2)
     with pytest.raises(ValueError, match=r"num_generated=3 but the inputs have only 2 negative"):
-        CausalNegLoss(None, num_generated=3).compute_loss_from_embeddings(embeddings, None)
-    with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
-        CausalNegLoss(None).compute_loss_from_embeddings(embeddings, torch.ones(3, 3))
+        CausalNegLoss(None, num_generated=3).compute_loss_components(embeddings, None)
+    with pytest.raises(ValueError, match=r"flags .* must be 0 or 1"):
+        CausalNegLoss(None).compute_loss_components(embeddings, torch.tensor([[1.0, 1, 0, 2]] * 3))
     with pytest.raises(ValueError, match=r"shape \(3, 4\)"):
-        CausalNegLoss(None).compute_loss_from_embeddings(embeddings, torch.ones(2, 4))
+        CausalNegLoss(None).compute_loss_components(embeddings, torch.ones(2, 4))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        CausalNegLoss(None).compute_loss_from_embeddings(embeddings, torch.tensor([[1.5, 1, 0, 0]] * 3))
+        CausalNegLoss(None).compute_loss_components(embeddings, torch.tensor([[1.5, 1, 0, 0]] * 3))
     with pytest.raises(ValueError, match="at least 2"):
-        CausalNegLoss(None).compute_loss_from_embeddings(embeddings[:1], None)
+        CausalNegLoss(None).compute_loss_components(embeddings[:1], None)
     with pytest.raises(ValueError, match="mined_mask"):
         query_view_entropy(unit(2, 4), unit(2, 3, 4), unit(2, 1, 4), mined_mask=torch.ones(2, 2, dtype=torch.bool))

@@ -94,8 +94,8 @@ def test_fused_path_equals_generic_path_in_the_loss(gather):
     flags[1, 2] = True  # column 2: generated in row 1 only
     labels = torch.tensor([encode_negative_labels(w.tolist(), f.tolist()) for w, f in zip(weights, flags, strict=True)])
     kwargs = {"entropy_weight": 0.7, "gather_across_devices": gather}
-    fused = CausalNegLoss(None, **kwargs).compute_loss_from_embeddings(embeddings, labels)
-    generic = CausalNegLoss(None, similarity_fct=lambda a, b: cos_sim(a, b), **kwargs).compute_loss_from_embeddings(
+    fused = CausalNegLoss(None, **kwargs).compute_loss_components(embeddings, labels)
+    generic = CausalNegLoss(None, similarity_fct=lambda a, b: cos_sim(a, b), **kwargs).compute_loss_components(
         embeddings, labels
     )
     for key in ("infonce", "entropy"):

@@ -93,7 +93,7 @@ def test_unit_weights_without_entropy_equal_mnrl(config, num_neg, similarity_fct
     embeddings = _embeddings(5, num_neg, seed=num_neg)
     ours = CausalNegLoss(None, similarity_fct=similarity_fct, entropy_weight=0.0, **config)
     theirs = MultipleNegativesRankingLoss(None, similarity_fct=similarity_fct, **config)
-    out = ours.compute_loss_from_embeddings(embeddings, _unit_labels(5, num_neg))
+    out = ours.compute_loss_components(embeddings, _unit_labels(5, num_neg))
     assert out["entropy"].item() == 0.0
     _assert_same_loss_and_grads(out["infonce"], theirs.compute_loss_from_embeddings(embeddings, None), embeddings)
 
@@ -110,13 +110,13 @@ DOCS = [[f"text {i} kind {j} mentioning topic {(i + j) % 4}" for i in range(6)] 
 
 
 def _model_step(loss, model, num_neg, labels):
-    """One forward + backward through the model; the loss components and the parameter gradients."""
+    """One forward + backward through the model; the loss, its components and the parameter gradients."""
     features = [model.tokenize(texts) for texts in (QUERIES, *DOCS[: 1 + num_neg])]
     model.zero_grad()
-    out = loss(features, labels)
-    torch.stack(list(out.values())).sum().backward()  # what the trainer does with a dict of components
+    total = loss(features, labels)
+    total.backward()  # a scalar, as from every sentence-transformers loss
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    return {key: value.detach() for key, value in out.items()}, grads
+    return {"loss": total.detach(), **loss.last_components}, grads
 
 
 def _gap_labels(num_neg: int) -> torch.Tensor | None:
@@ -140,7 +140,7 @@ def test_cached_equals_plain(eval_model, config, num_neg):
     plain_out, plain_grads = _model_step(CausalNegLoss(eval_model, **kwargs), eval_model, num_neg, labels)
     cached = CachedCausalNegLoss(eval_model, mini_batch_size=4, **kwargs)
     cached_out, cached_grads = _model_step(cached, eval_model, num_neg, labels)
-    for key in ("infonce", "entropy"):
+    for key in ("loss", "infonce", "entropy"):
         torch.testing.assert_close(cached_out[key], plain_out[key], rtol=0, atol=1e-5)
     assert plain_grads.keys() == cached_grads.keys() and len(plain_grads) > 10
     for name, grad in plain_grads.items():
@@ -158,7 +158,7 @@ def test_cached_equals_cached_mnrl_with_token_packing(eval_model, hardness_mode)
     eval_model.zero_grad()
     total = theirs(features, None)
     total.backward()
-    torch.testing.assert_close(ours_out["infonce"], total.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours_out["loss"], total.detach(), rtol=0, atol=1e-5)
     for name, param in eval_model.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(ours_grads[name], param.grad, rtol=1e-4, atol=1e-5, msg=name)
@@ -175,7 +175,7 @@ def test_weight_and_hardness_add_on_one_logit(hardness_mode):
     weights = torch.tensor([[0.5, 1.0], [1.0, 0.25], [0.0, 0.125], [1.0, 0.75]], dtype=torch.float64)
     labels = torch.cat([weights, torch.zeros(batch, num_neg, dtype=torch.float64)], 1)
     loss = CausalNegLoss(None, hardness_mode=hardness_mode, hardness_strength=alpha)
-    out = loss.compute_loss_from_embeddings(embeddings, labels)
+    out = loss.compute_loss_components(embeddings, labels)
 
     sims = cos_sim(embeddings[0], torch.cat(embeddings[1:]))  # (B, B * (1 + N)), [positives | neg_1 | neg_2]
     column = torch.arange(sims.size(1))
@@ -202,11 +202,11 @@ def test_masked_negative_is_masked_in_every_direction(directions, hardness_mode)
     flags = [False, True, True]
     config = {"directions": directions, "hardness_mode": hardness_mode, "hardness_strength": 2.0}
     loss = CausalNegLoss(None, entropy_weight=0.5, **config)
-    masked = loss.compute_loss_from_embeddings(
+    masked = loss.compute_loss_components(
         embeddings, torch.tensor([encode_negative_labels([0.7, 0.0, 1.0], flags)] * 5)
     )
     kept = [embeddings[i] for i in (0, 1, 2, 4)]
-    removed = loss.compute_loss_from_embeddings(kept, torch.tensor([encode_negative_labels([0.7, 1.0], [0, 1])] * 5))
+    removed = loss.compute_loss_components(kept, torch.tensor([encode_negative_labels([0.7, 1.0], [0, 1])] * 5))
     masked_total, removed_total = sum(masked.values()), sum(removed.values())
     torch.testing.assert_close(masked_total, removed_total, rtol=0, atol=1e-12)
     grads_masked = torch.autograd.grad(masked_total, embeddings)
@@ -222,11 +222,11 @@ def test_weight_is_a_multiplicity_in_every_direction(config):
     at weight 0.5 is the same loss (and gradients) as given once at weight 1, in every direction and hardness
     mode. A weight applied in query_to_doc but not in doc_to_doc (or vice versa) would break this."""
     embeddings = _embeddings(4, 2, seed=23)
-    once = CausalNegLoss(None, entropy_weight=0.0, **config).compute_loss_from_embeddings(
+    once = CausalNegLoss(None, entropy_weight=0.0, **config).compute_loss_components(
         embeddings, torch.tensor([encode_negative_labels([0.8, 1.0], [0, 0])] * 4, dtype=torch.float64)
     )
     twice_inputs = [*embeddings, embeddings[3]]  # the same tensor: autograd sums the two copies' gradients
-    twice = CausalNegLoss(None, entropy_weight=0.0, **config).compute_loss_from_embeddings(
+    twice = CausalNegLoss(None, entropy_weight=0.0, **config).compute_loss_components(
         twice_inputs, torch.tensor([encode_negative_labels([0.8, 0.5, 0.5], [0, 0, 0])] * 4, dtype=torch.float64)
     )
     _assert_same_loss_and_grads(twice["infonce"], once["infonce"], embeddings)
@@ -238,11 +238,11 @@ def test_entropy_term_is_the_querys_view_whatever_the_directions():
     embeddings = _embeddings(5, 4, seed=24)
     weights = [[1.0, 0.6, 0.0, 0.9]] + [[1.0, 0.6, 0.8, 0.9]] * 4
     labels = torch.tensor([encode_negative_labels(w, [0, 0, 1, 1]) for w in weights], dtype=torch.float64)
-    reference = CausalNegLoss(None).compute_loss_from_embeddings(embeddings, labels)["entropy"]
+    reference = CausalNegLoss(None).compute_loss_components(embeddings, labels)["entropy"]
     reference_grads = torch.autograd.grad(reference, embeddings, allow_unused=True)
     assert reference.item() != 0.0
     for param in MNRL_CONFIGS:
-        entropy = CausalNegLoss(None, **param.values[0]).compute_loss_from_embeddings(embeddings, labels)["entropy"]
+        entropy = CausalNegLoss(None, **param.values[0]).compute_loss_components(embeddings, labels)["entropy"]
         assert entropy.item() == reference.item(), param.id
         grads = torch.autograd.grad(entropy, embeddings, allow_unused=True)
         for a, b in zip(grads, reference_grads, strict=True):
@@ -271,7 +271,7 @@ def test_hardness_without_in_batch_negatives_weights_own_negatives(similarity_fc
         loss = CausalNegLoss(
             None, similarity_fct=similarity_fct, hardness_mode=mode, hardness_strength=alpha, in_batch_negatives=False
         )
-        ours = loss.compute_loss_from_embeddings(embeddings, labels)["infonce"]
+        ours = loss.compute_loss_components(embeddings, labels)["infonce"]
         _assert_same_loss_and_grads(ours, expected(), embeddings)
 
 
@@ -359,7 +359,7 @@ def test_positional_arguments_are_mnrls(eval_model):
     theirs = CachedMultipleNegativesRankingLoss(eval_model, *cached_args)
     assert theirs.get_config_dict().items() <= cached.get_config_dict().items()
     assert cached.show_progress_bar is True
-    with pytest.raises(ValueError, match="pass gather_across_devices by keyword"):
+    with pytest.raises(ValueError, match="mini_batch_size must be a positive int, got True"):
         CachedCausalNegLoss(eval_model, 20.0, cos_sim, True)
     with pytest.raises(ValueError, match="mini_batch_num_tokens"):
         CachedCausalNegLoss(eval_model, mini_batch_num_tokens=0)

@@ -1,4 +1,5 @@
-"""A real SentenceTransformerTrainer run with CausalNegLoss: both components logged, loss goes down."""
+"""A real SentenceTransformerTrainer run with CausalNegLoss: both components logged (LossComponentsCallback), loss
+goes down."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.sampler import BatchSamplers
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
+from negsynth_hf.diagnostics import LossComponentsCallback
 from negsynth_hf.labels import encode_negative_labels
 from negsynth_hf.losses import DIAGNOSTIC_KEYS, CachedCausalNegLoss, CausalNegLoss
 
@@ -36,7 +38,7 @@ def _mean_loss(loss, model, dataset: Dataset) -> float:
     texts = [dataset[column] for column in ("anchor", "positive", "negative_1", "negative_2", "negative_3")]
     with torch.no_grad():
         out = loss([model.tokenize(column) for column in texts], torch.tensor(dataset["labels"]))
-    return float(sum(out.values()))
+    return float(out)
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -61,6 +63,7 @@ def test_trainer_logs_both_components_and_lowers_loss(tiny_model, tmp_path, cach
         seed=0,
     )
     trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=dataset, loss=loss)
+    LossComponentsCallback(loss).attach(trainer)
     trainer.train()
     step_logs = [log for log in trainer.state.log_history if "loss" in log and "infonce" in log]
     assert len(step_logs) == 8

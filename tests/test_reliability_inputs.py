@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -299,13 +300,11 @@ def test_lone_surrogate_without_cache_costs_only_its_row(server):
 @pytest.mark.parametrize(
     ("labels", "message"),
     [
-        pytest.param(torch.tensor([1.0, 0.0]), r"shape \(batch, 4\).*got shape \(2,\)", id="scalar-label-column"),
-        pytest.param(torch.ones(2, 3), r"got shape \(2, 3\)", id="wrong-width"),
-        pytest.param(torch.ones(2, 4, 1), r"got shape \(2, 4, 1\)", id="3-d"),
         pytest.param(torch.tensor([[2.0, 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="weight-above-1"),
         pytest.param(torch.tensor([[-0.5, 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="negative-weight"),
         pytest.param(torch.tensor([[float("nan"), 1, 0, 1], [1, 1, 0, 1]]), r"must lie in \[0, 1\]", id="nan"),
         pytest.param(torch.tensor([[1.0, 1, 0, 1]]), r"1 rows but the batch has 2 anchors", id="batch-mismatch"),
+        pytest.param(torch.tensor([[1.0, 1, 0, 0.5], [1, 1, 0, 1]]), r"flags .* must be 0 or 1", id="soft-flag"),
     ],
 )
 def test_causal_neg_loss_rejects_bad_label_columns_clearly(tiny_model, labels, message):
@@ -316,7 +315,31 @@ def test_causal_neg_loss_rejects_bad_label_columns_clearly(tiny_model, labels, m
     with pytest.raises(ValueError, match=message):
         loss(features, labels)
     ok = loss(features, torch.tensor([[1, 1, 0, 1], [1, 0, 0, 1]]))  # integer labels are fine
-    assert torch.isfinite(ok["infonce"])
+    assert ok.dim() == 0 and torch.isfinite(ok)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        pytest.param(torch.tensor([1.0, 0.0]), id="scalar-label-column"),
+        pytest.param(torch.ones(2, 3), id="wrong-width"),
+        pytest.param(torch.ones(2, 4, 1), id="3-d"),
+    ],
+)
+def test_causal_neg_loss_ignores_labels_outside_the_weight_layout_with_one_warning(tiny_model, labels):
+    """Labels that do not claim the (batch, 2n) layout are not the loss's: ignored as MNRL ignores them, once
+    warned about with their shape; the loss is then the loss without labels."""
+    from negsynth_hf.losses import CausalNegLoss
+
+    tiny_model.eval()
+    loss = CausalNegLoss(tiny_model)
+    features = [tiny_model.tokenize(c) for c in (["q1", "q2"], ["p1", "p2"], ["n1", "n2"], ["m1", "m2"])]
+    shape = re.escape(str(tuple(labels.shape)))
+    with pytest.warns(UserWarning, match=rf"ignores the label tensor of shape {shape}.*\(batch, 4\)"):
+        ignored = loss(features, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per loss, not one per step
+        assert loss(features, labels).item() == ignored.item() == loss(features, None).item()
 
 
 # ---------------------------------------------------------------------------------------------- BEIR loader

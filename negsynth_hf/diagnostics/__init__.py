@@ -2,12 +2,13 @@
 
 - :func:`diagnose` reports on a training dataset (similarity spectrum, source-shortcut strength, false-negative
   risk, hardness), raw and gap-weighted, as JSON, markdown and PNG figures.
-- :class:`GapDiagnosticsCallback` logs ``CausalNegLoss``'s per-step diagnostics during training.
+- :class:`GapDiagnosticsCallback` logs ``CausalNegLoss``'s per-step diagnostics during training, and
+  :class:`LossComponentsCallback` its InfoNCE and entropy components.
 """
 
 from __future__ import annotations
 
-from negsynth_hf.diagnostics.callback import GapDiagnosticsCallback
+from negsynth_hf.diagnostics.callback import GapDiagnosticsCallback, LossComponentsCallback
 from negsynth_hf.diagnostics.mutual_info import MutualInfoEstimate, mutual_information
 from negsynth_hf.diagnostics.report import (
     DiagnosticsReport,
@@ -27,6 +28,7 @@ __all__ = [
     "FalseNegativeSection",
     "GapDiagnosticsCallback",
     "HardnessSection",
+    "LossComponentsCallback",
     "MutualInfoEstimate",
     "ProbeSummary",
     "RiskCounts",

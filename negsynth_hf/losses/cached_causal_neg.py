@@ -77,12 +77,21 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
             | (anchor, positive, negative_1, ..., negative_n) | none, or ``[w_1..w_n, g_1..g_n]``      |
             +-------------------------------------------------+----------------------------------------+
 
+        Labels:
+            As :class:`CausalNegLoss`: a ``(batch, 2n)`` label tensor is read as ``[w_1..w_n, g_1..g_n]``, any
+            other is ignored with a one-time warning, as CachedMultipleNegativesRankingLoss ignores labels.
+
+        Wrappers:
+            Like CachedMultipleNegativesRankingLoss, it works inside
+            :class:`~sentence_transformers.sentence_transformer.losses.MatryoshkaLoss` (which recognises a
+            GradCache loss by ``uses_gradient_cache`` and decorates its ``calculate_loss`` to shrink the cached
+            embeddings, one call per dimension, with the labels passed on); AdaptiveLayerLoss and
+            Matryoshka2dLoss do not support GradCache losses.
+
         Logging:
-            The GradCache machinery (``CachedLossMixin.forward_cached``) hooks the backward pass onto one scalar
-            total, so this loss returns ``{"infonce": total - entropy, "entropy": entropy}`` where ``entropy`` is
-            the detached entropy component: the trainer logs the exact values of both components, their sum is
-            the hooked total, and the whole gradient (InfoNCE and entropy) flows through the ``"infonce"`` entry.
-            Call :meth:`CausalNegLoss.compute_loss_from_embeddings` for differentiable components.
+            Returns the scalar loss, as every sentence-transformers loss does. ``last_components`` holds the mean
+            of the InfoNCE and entropy components over the loss computations of the last forward (one, or one per
+            Matryoshka dimension), which :class:`negsynth_hf.diagnostics.LossComponentsCallback` logs.
 
         Example:
             ::
@@ -103,12 +112,7 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
                 "CachedCausalNegLoss cannot split a StaticEmbedding model's inputs into mini-batches; "
                 "use CausalNegLoss instead."
             )
-        if isinstance(mini_batch_size, bool):  # most likely gather_across_devices, 4th positional in 0.1
-            raise ValueError(
-                f"mini_batch_size must be a positive int, got {mini_batch_size!r}: the 4th positional argument is "
-                "mini_batch_size, as in CachedMultipleNegativesRankingLoss; pass gather_across_devices by keyword."
-            )
-        if not (isinstance(mini_batch_size, int) and mini_batch_size > 0):
+        if isinstance(mini_batch_size, bool) or not (isinstance(mini_batch_size, int) and mini_batch_size > 0):
             raise ValueError(f"mini_batch_size must be a positive int, got {mini_batch_size!r}.")
         _validate_mini_batch_num_tokens(mini_batch_num_tokens)
         self.model = model
@@ -126,7 +130,8 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
-        self._last_components: dict[str, Tensor] = {}
+        self._component_sums: dict[str, Tensor] = {}
+        self._component_calls = 0
 
     _delegated_to_wrapped_loss = (
         "scale",
@@ -156,6 +161,11 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         return super().__getattr__(name)
 
     @property
+    def last_components(self) -> dict[str, Tensor]:
+        """Mean components of the loss computations since the last forward began (detached 0-dim tensors)."""
+        return {name: total / max(self._component_calls, 1) for name, total in self._component_sums.items()}
+
+    @property
     def last_diagnostics(self) -> dict[str, float]:
         """The wrapped loss's diagnostics of the last step (see :data:`negsynth_hf.losses.DIAGNOSTIC_KEYS`)."""
         return self.loss.last_diagnostics
@@ -164,21 +174,21 @@ class CachedCausalNegLoss(CachedLossMixin, nn.Module):
         self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
     ) -> Tensor:
         """The wrapped loss on the concatenated mini-batch embeddings; back-propagated to them if asked."""
-        components = self.loss.compute_loss_from_embeddings([torch.cat(column) for column in reps], labels)
-        total = components["infonce"] + components["entropy"]
-        self._last_components = {name: value.detach() for name, value in components.items()}
+        total = self.loss.compute_loss_from_embeddings([torch.cat(column) for column in reps], labels)
+        for name, value in self.loss.last_components.items():
+            self._component_sums[name] = self._component_sums[name] + value if name in self._component_sums else value
+        self._component_calls += 1
         if with_backward:
             total.backward()
             total = total.detach()
         return total
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
         if len(sentence_features) < 2:
             raise ValueError(f"Expected at least 2 inputs (anchor, positive), got {len(sentence_features)}.")
-        total = self.forward_cached(sentence_features, labels)
-        entropy = self._last_components["entropy"]
-        return {"infonce": total - entropy, "entropy": entropy}
+        self._component_sums, self._component_calls = {}, 0
+        return self.forward_cached(sentence_features, labels)
 
     def get_config_dict(self) -> dict[str, Any]:
         config = self.loss.get_config_dict()

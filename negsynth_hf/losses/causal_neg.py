@@ -1,4 +1,4 @@
-"""CausalNegLoss: InfoNCE with gap-correction weights plus the query-view entropy term (docs/method.md)."""
+"""CausalNegLoss: InfoNCE with gap-correction weights plus the query-view entropy term."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sentence_transformers.util import (
 )
 from torch import Tensor, nn
 
-from negsynth_hf.labels import decode_negative_labels
+from negsynth_hf.labels import decode_negative_labels, has_negative_label_layout
 from negsynth_hf.losses.cosine import CosineScores
 from negsynth_hf.losses.directions import (
     Direction,
@@ -37,6 +37,7 @@ from negsynth_hf.losses.entropy import EntropyTerms, entropy_terms, rowwise_dot
 
 UseWeights = Literal["weights", "mask", "none"]
 USE_WEIGHTS_MODES: tuple[str, ...] = ("weights", "mask", "none")
+COMPONENT_KEYS: tuple[str, ...] = ("infonce", "entropy")
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "h_gen_norm",
@@ -66,19 +67,12 @@ class _Similarities:
     extra: dict[str, Tensor] = field(default_factory=dict)  # unscaled, masked blocks of the other directions
 
 
-def _use_weights_mode(use_weights: UseWeights | bool) -> UseWeights:
-    """The named mode of ``use_weights``; the booleans of earlier versions map to it with a DeprecationWarning."""
-    if isinstance(use_weights, bool):
-        mode = "weights" if use_weights else "none"
-        warnings.warn(
-            f"use_weights={use_weights} is deprecated and will be removed in the next minor version: use "
-            f'use_weights="{mode}" instead (same behaviour).',
-            DeprecationWarning,
-            stacklevel=5,  # the caller of CausalNegLoss(...): this, the setter, Module.__setattr__, __init__
+def _use_weights_mode(use_weights: UseWeights) -> UseWeights:
+    """``use_weights`` checked against the named modes (a bool is not one of them)."""
+    if isinstance(use_weights, bool) or use_weights not in USE_WEIGHTS_MODES:
+        raise ValueError(
+            f'use_weights must be one of the named modes "weights", "mask" or "none", got {use_weights!r}.'
         )
-        return mode
-    if use_weights not in USE_WEIGHTS_MODES:
-        raise ValueError(f'use_weights must be "weights", "mask" or "none", got {use_weights!r}.')
     return use_weights
 
 
@@ -167,15 +161,13 @@ class CausalNegLoss(nn.Module):
                 ``"weights"`` (default) as given; ``"mask"`` as a 0/1 mask, so filled/masked slots (weight 0) stay
                 out and every other negative counts once (plain InfoNCE over the real negatives: the ablation "no
                 gap weights"); ``"none"`` ignores them entirely (weight 1 everywhere, fillers included: what a
-                loss that reads no labels does). ``True`` / ``False`` still mean ``"weights"`` / ``"none"``, with a
-                DeprecationWarning, until the next minor version.
+                loss that reads no labels does).
             entropy_weight: ``lambda`` of the entropy term; 0 switches it off (ablation "no entropy term").
             entropy_temperature: ``tau_ent`` of the entropy softmax.
 
         References:
             - When Hard Negatives Hurt: Bridging the Generative-Discriminative Gap in Hard Negative Synthesis for
               Retrieval (KDD 2026), https://arxiv.org/abs/2606.01304
-            - Gap-correction weights: docs/method.md, "What this project adds"
             - Hardness weighting: Lan et al. 2025, https://arxiv.org/abs/2503.04812 (Eq. 5); EmbeddingGemma,
               https://arxiv.org/abs/2509.20354
             - Directions: GTE, https://arxiv.org/abs/2308.03281; symmetric InfoNCE, https://arxiv.org/abs/2310.19923
@@ -183,7 +175,17 @@ class CausalNegLoss(nn.Module):
         Requirements:
             1. (anchor, positive, negative_1, ..., negative_n) n-tuples; every row the same ``n``.
             2. Optionally a ``labels`` column built with :func:`negsynth_hf.labels.encode_negative_labels`:
-               ``[w_1..w_n, g_1..g_n]`` (weights in ``[0, 1]``, generated flags).
+               ``[w_1..w_n, g_1..g_n]`` (weights in ``[0, 1]``, generated flags 0 or 1).
+
+        Labels:
+            The trainer hands the loss the dataset's ``label``/``labels``/``score``/``scores`` column. A label
+            tensor *claims the weight layout* when it is 2-D with exactly ``2n`` columns, ``n`` being the number of
+            negative columns of the batch (``(batch, 0)`` for pairs); only the shape decides. Such a tensor is read
+            as ``[w_1..w_n, g_1..g_n]``, and one that is malformed (a row count other than the batch's, a weight
+            outside ``[0, 1]`` or NaN, a flag other than 0 or 1) raises a ValueError. Any other label tensor (an
+            STS-style float ``score`` of shape ``(batch,)``, a list column of another length) is not the loss's:
+            it is ignored, as MultipleNegativesRankingLoss ignores labels, with a one-time warning naming its
+            shape, and the loss runs as without labels (``num_generated`` then marks the generated columns).
 
         Inputs:
             +-------------------------------------------------+----------------------------------------+
@@ -217,7 +219,12 @@ class CausalNegLoss(nn.Module):
               with hardness weighting. The other directions' blocks are computed as MNRL computes them, other
               similarities and ``in_batch_negatives=False`` take a plain autograd path with the same results.
             - The default path reads nothing back from the device except for validating the label column.
-            - Returns ``{"infonce": ..., "entropy": entropy_weight * L_ent}``; the trainer sums and logs both.
+            - Returns the scalar ``L_InfoNCE + entropy_weight * L_ent``, as every sentence-transformers loss does,
+              so it works inside MatryoshkaLoss, Matryoshka2dLoss and AdaptiveLayerLoss (which pass the labels on,
+              so the weights and the entropy term apply at every dimension and layer). The two components of the
+              last call are in ``self.last_components`` (detached), which
+              :class:`~negsynth_hf.diagnostics.LossComponentsCallback` logs as ``infonce`` and ``entropy``. For
+              differentiable components call :meth:`compute_loss_components`.
             - After each forward, ``self.last_diagnostics`` gives that step's statistics as floats (keys in
               ``DIAGNOSTIC_KEYS``; a key is absent when its statistic is undefined, e.g. no mined-mined pair). They
               are computed on first read from detached tensors kept from the step, so steps whose diagnostics
@@ -281,19 +288,39 @@ class CausalNegLoss(nn.Module):
         self.entropy_temperature = float(entropy_temperature)
         self._diagnostics_inputs: tuple | None = None
         self._diagnostics_cache: dict[str, float] = {}
+        self._last_components: dict[str, Tensor] = {}
+        self._warned_ignored_labels = False
 
     @property
     def use_weights(self) -> UseWeights:
         return self._use_weights
 
     @use_weights.setter
-    def use_weights(self, value: UseWeights | bool) -> None:
+    def use_weights(self, value: UseWeights) -> None:
         # A property, so that a later assignment (or one through CachedCausalNegLoss) is checked too.
         self._use_weights = _use_weights_mode(value)
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _owned_labels(self, labels: Tensor | None, num_negatives: int) -> Tensor | None:
+        """``labels`` if they claim the weight layout (see the class docs, "Labels"), else None, with a warning
+        naming the shape the first time this loss ignores a label tensor."""
+        if labels is None or has_negative_label_layout(labels, num_negatives):
+            return labels
+        if not self._warned_ignored_labels:
+            self._warned_ignored_labels = True
+            warnings.warn(
+                f"{type(self).__name__} ignores the label tensor of shape {tuple(labels.shape)}, as "
+                "MultipleNegativesRankingLoss does: only a (batch, 2n) tensor for n negative columns "
+                f"([w_1..w_n, g_1..g_n], here (batch, {2 * num_negatives})) carries gap-correction weights. Build "
+                "that column with negsynth_hf.encode_negative_labels to use weights, or remove the label column "
+                "to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return None
 
     def negative_weights(
         self, labels: Tensor | None, num_negatives: int, batch_size: int, device: torch.device
@@ -325,11 +352,20 @@ class CausalNegLoss(nn.Module):
             is_generated[:, num_negatives - self.num_generated :] = True
         return weights, is_generated
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        """The scalar loss ``L_InfoNCE + entropy_weight * L_ent`` from the embedding columns (anchor, positive,
+        negative_1..n)."""
+        components = self.compute_loss_components(embeddings, labels)
+        return components["infonce"] + components["entropy"]
+
+    def compute_loss_components(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
+        """The differentiable components ``{"infonce": L_InfoNCE, "entropy": entropy_weight * L_ent}`` (keys in
+        ``COMPONENT_KEYS``), whose sum is the loss; also kept detached in ``last_components``."""
         if len(embeddings) < 2:
             raise ValueError(f"Expected at least 2 embedding columns (anchor, positive), got {len(embeddings)}.")
         queries, positives, negatives = embeddings[0], embeddings[1], embeddings[2:]
         batch_size, num_negatives = queries.size(0), len(negatives)
+        labels = self._owned_labels(labels, num_negatives)
         weights, is_generated = self.negative_weights(labels, num_negatives, batch_size, queries.device)
         valid = weights > 0
         # Decided on the host, without reading any tensor: the default path has no device synchronisation beyond
@@ -359,6 +395,7 @@ class CausalNegLoss(nn.Module):
             terms = EntropyTerms(**{name: value.detach() for name, value in vars(terms).items()})
         self._diagnostics_inputs = (detached, is_generated, valid, terms)
         self._diagnostics_cache = {}
+        self._last_components = {"infonce": infonce.detach(), "entropy": entropy.detach()}
         return {"infonce": infonce, "entropy": entropy}
 
     def infonce_logits(
@@ -465,6 +502,12 @@ class CausalNegLoss(nn.Module):
             own=own,
             own_columns=own_columns,
         )
+
+    @property
+    def last_components(self) -> dict[str, Tensor]:
+        """The components of the last loss computation (keys ``COMPONENT_KEYS``), as detached 0-dim tensors on
+        the loss's device: reading them costs no device synchronisation."""
+        return self._last_components
 
     @property
     def last_diagnostics(self) -> dict[str, float]:

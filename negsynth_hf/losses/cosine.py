@@ -5,7 +5,7 @@ generic backward of ``F.normalize`` (``x / ||x||`` broadcast, then the norm's ow
 per input) and, for the entropy term, a second scoring of the generated negatives with its own graph. This node
 computes ``normalize(q) @ normalize(d).T`` exactly as ``cos_sim`` does (bitwise the same values) and returns
 besides it each query's own-document scores, whose gradient reaches the *documents only* (the entropy term's
-stop-gradient on the query, method.md). Its backward is the closed form
+stop-gradient on the query). Its backward is the closed form
 ``dx = (dy - y (dy . y)) / ||x||`` of the normalisation, folded into the two backward matrix products.
 ``tests/test_loss_cosine.py`` checks it against autograd through ``cos_sim`` and with gradcheck.
 """

@@ -1,4 +1,4 @@
-"""Query-view entropy: the group-level regulariser of Module 2 (see docs/method.md).
+"""Query-view entropy: the group-level regulariser of the method (When Hard Negatives Hurt, arXiv:2606.01304).
 
 From a query's point of view, similarity should reveal nothing about whether a negative was generated or
 mined: the generated group should hold the softmax mass matching its share of the negatives, and spread that
@@ -43,9 +43,9 @@ def entropy_terms(
 
     Args:
         scores: ``(B, K)`` cosine similarities ``s(q, n)`` of each query to its ``K`` negatives (mined and
-            generated, any order). Gradient flows back only through the valid generated entries (method.md: query
-            and mined negatives detached), whatever the caller left in the graph; the caller decides where it goes
-            from there (the loss routes it to the generated documents, never to the query).
+            generated, any order). Gradient flows back only through the valid generated entries (the method's
+            stop-gradient: query and mined negatives detached), whatever the caller left in the graph; the caller
+            decides where it goes from there (the loss routes it to the generated documents, never to the query).
         is_generated: ``(B, K)`` bool, True for generated negatives.
         valid: optional ``(B, K)`` bool, False for masked negatives (weight 0, empty fill slots): they are left
             out of the softmax and of both counts ``M`` and ``G``. None: all valid.
@@ -129,7 +129,7 @@ def query_view_entropy(
     mined_mask: Tensor | None = None,
     generated_mask: Tensor | None = None,
 ) -> Tensor:
-    """The query-view entropy loss ``L_ent = -H_gen + L_bal`` of Module 2 (docs/method.md).
+    """The query-view entropy loss ``L_ent = -H_gen + L_bal`` (arXiv:2606.01304).
 
     Per query: ``p = softmax(s(q, n) / tau)`` over its ``M + G`` unmasked negatives (query and mined negatives
     detached), ``p~_j = p_j / sum_G p``, ``H_gen = -sum_G p~ log p~``, ``L_bal = (sum_G p - G / (M + G))^2``.
