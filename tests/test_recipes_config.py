@@ -158,3 +158,16 @@ def test_base_model_id_resolution(tmp_path):
     assert cfg.run.resolved_base_model_id() == "org/model"
     cfg.run.base_model, cfg.run.base_model_id = "BAAI/bge-small-en-v1.5", None
     assert cfg.run.resolved_base_model_id() == "BAAI/bge-small-en-v1.5"
+
+
+def test_naive_baseline_build_options_reach_build_dataset():
+    """The naive baseline's switches (guard off, no source weights) pass through ``build_options`` as they are."""
+    import inspect
+
+    from negsynth_hf.build import build_dataset
+    from negsynth_hf.pipeline.build import build_kwargs
+
+    argv = ["--strategy", "naive", "--build_options", "{guard_policy: 'off', source_weights: false}"]
+    kwargs = build_kwargs(parse_step_args("build", argv), object(), "retriever")
+    assert kwargs["guard_policy"] == "off" and kwargs["source_weights"] is False and kwargs["strategy"] == "naive"
+    assert set(kwargs) <= set(inspect.signature(build_dataset).parameters)
