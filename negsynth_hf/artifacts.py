@@ -8,8 +8,8 @@
         known_positives.json   per train row: texts never to be its negatives (in-batch included); when known
         recipe_info.json   data source, train/validation query ids, recipe settings (when `negsynth build` made it)
 
-:meth:`BuiltDataset.save` writes it and :meth:`BuiltDataset.load` reads it back; ``datasets.load_from_disk(dataset_dir)``
-reads the two configs without this package.
+:meth:`BuiltDataset.save` writes it and :meth:`BuiltDataset.load` reads it back;
+``datasets.load_from_disk(dataset_dir)`` reads the two configs without this package.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class BuildOptions:
     seed: int
     show_progress_bar: bool
     cache_root: Path | None
-    mined_judge: MinedJudge | None = None  # negsynth_hf.verification.MinedJudge (None: mined negatives are not judged)
+    mined_judge: MinedJudge | None = None  # None: mined negatives are not judged
 
 
 def build_dataset(
@@ -99,8 +99,9 @@ def build_dataset(
 
     Stages (:mod:`negsynth_hf.stages`): mine (``sentence_transformers.util.mine_hard_negatives`` with the given
     range/margins/sampling, ``use_faiss=False``) -> synthesize (:class:`CounterfactualNegatives` via
-    ``Dataset.map``; mined negatives are the rewrite candidates) -> verify (:mod:`negsynth_hf.verification`) -> weight
-    (:mod:`negsynth_hf.weighting`) -> assemble (fixed columns, fillers: :mod:`negsynth_hf.stages.assemble`).
+    ``Dataset.map``; mined negatives are the rewrite candidates) -> verify (the guard policy,
+    :mod:`negsynth_hf.verification`) -> weight (:mod:`negsynth_hf.weighting`) -> assemble (fixed columns,
+    fillers: :mod:`negsynth_hf.stages.assemble`).
     Synthesis defaults come from :class:`~negsynth_hf.synthesis.SynthesisConfig`.
 
     Args:
@@ -127,7 +128,8 @@ def build_dataset(
             ``"checks"`` (inside the band, deterministic checks of the query edit decide; no LLM), ``"off"``
             (keep every generated text, flags recorded: the naive baseline), or a
             :class:`~negsynth_hf.verification.GuardPolicy` (``mode="judge"``/``"combined"`` carry a judge:
-            :class:`~negsynth_hf.verification.RelevanceJudge` or :class:`~negsynth_hf.verification.CrossEncoderJudge`).
+            :class:`~negsynth_hf.verification.RelevanceJudge` or
+            :class:`~negsynth_hf.verification.CrossEncoderJudge`).
             Every decision is in provenance (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and
             counted (``masked_*``, ``guard_*``, ``judge_*``).
         mined_judge: a :class:`~negsynth_hf.verification.MinedJudge` (RLHN): mined negatives its relevance judge

@@ -207,8 +207,10 @@ def candidates(
         out.append(Candidate(
             query=q, positive=p, text=t, near_duplicate=findings.near_duplicate[i],
             contains_query=findings.contains_query[i], margin_reason=findings.margin_reasons[i],
-            strategy_type=getattr(m, "strategy_type", None), violated_requirement=getattr(m, "violated_requirement", None),
-            edited_query=getattr(m, "edited_query", None), degenerate=next((g for g in DEGENERATE_FLAGS if g in quality), None),
+            strategy_type=getattr(m, "strategy_type", None),
+            violated_requirement=getattr(m, "violated_requirement", None),
+            edited_query=getattr(m, "edited_query", None),
+            degenerate=next((g for g in DEGENERATE_FLAGS if g in quality), None),
         ))  # fmt: skip
     return out
 
