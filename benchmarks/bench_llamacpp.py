@@ -38,7 +38,7 @@ from negsynth_hf.generators import ChatRequest, GeneratorConfig  # noqa: E402
 from negsynth_hf.synthesis import SynthesisInput, Synthesizer  # noqa: E402
 from negsynth_hf.synthesis.profiles import get_profile  # noqa: E402
 from negsynth_hf.synthesis.prompts import edited_passage_messages  # noqa: E402
-from negsynth_hf.verify import verify_negatives  # noqa: E402
+from negsynth_hf.verification import GuardPolicy, apply_policy, candidates, find  # noqa: E402
 
 DATA = ROOT / "data" / "llamacpp"
 RESULTS = ROOT / "results"
@@ -179,15 +179,11 @@ def _summarize(results: list, items: list, retriever: Any, seconds: float) -> di
     texts = [(item, neg) for item, r in zip(items, results, strict=True) for neg in r.negatives]
     passed = 0
     if texts:
-        check = verify_negatives(
-            [i.query for i, _ in texts],
-            [i.positive for i, _ in texts],
-            [n.text for _, n in texts],
-            model=retriever,
-            absolute_margin=None,
-            relative_margin=0.05,
-        )
-        passed = int(check.valid.sum())
+        queries, positives = [i.query for i, _ in texts], [i.positive for i, _ in texts]
+        negatives = [n.text for _, n in texts]
+        check = find(queries, positives, negatives, model=retriever, absolute_margin=None, relative_margin=0.05)
+        cands = candidates(check, queries, positives, negatives, [n for _, n in texts])
+        passed = sum(apply_policy(GuardPolicy(mode="margin"), cands, get_profile("generic")).valid)
     n = len(results)
     return {
         "rows": n,

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         show_progress_bar=True,
     )
     wall = time.perf_counter() - start
-    result.save_to_disk(args.output)
+    result.save(args.output)
 
     prov = result.provenance
     gen = prov.filter(lambda r: r["source"] == "generated" and r["status"] != "filled")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"- probe AUC before weighting: {_f(result.summary.weights['probe_auc_before'])}, "
         f"after: {_f(result.summary.weights['probe_auc_after'])}; effective generated share "
         f"{_f(result.summary.weights['effective_generated_share'])}",
-        f"- saved to `{args.output}` (configs `train`, `provenance`; `BuildResult.load_from_disk`)",
+        f"- saved to `{args.output}` (configs `train`, `provenance`; `BuiltDataset.load`)",
         "",
         result.to_markdown(),
         "## First generated negatives",

@@ -190,25 +190,25 @@ MUST_CATCH = ("relevant", "paraphrase", "shortened", "direction_flip")
 
 def _candidates(cases: list[Case], retriever: Any) -> tuple[list[int], list[Any]]:
     """The guard's view of each case (as ``stages.guard`` builds it): margin band, near-duplicate, edit span."""
-    from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS, quality_flags
-    from negsynth_hf.verification import Candidate
-    from negsynth_hf.verify import verify_negatives
+    from types import SimpleNamespace
+
+    from negsynth_hf.synthesis.quality import quality_flags
+    from negsynth_hf.verification import candidates, find
 
     idx = [i for i, c in enumerate(cases) if c.document != c.positive]  # the positive itself is no candidate
     sel = [cases[i] for i in idx]
-    v = verify_negatives([c.query for c in sel], [c.positive for c in sel], [c.document for c in sel],
-                         model=retriever, absolute_margin=None, relative_margin=0.05)  # fmt: skip
-    cands = []
-    for k, c in enumerate(sel):
-        flags, q = v.flags[k], quality_flags(c.document, query=c.query, positive=c.positive)
-        cands.append(Candidate(
-            c.query, c.positive, c.document, "near_duplicate_of_positive" in flags, "contains_query" in flags,
-            v.reasons[k] if "scores_above_positive" in flags else None,
+    queries, positives, texts = [c.query for c in sel], [c.positive for c in sel], [c.document for c in sel]
+    findings = find(queries, positives, texts, model=retriever, absolute_margin=None, relative_margin=0.05)
+    metas = [
+        SimpleNamespace(  # what the transform would have recorded about the case
             strategy_type="query_edit" if c.span else None,
             violated_requirement=f"{c.span[0]!r} -> {c.span[1]!r}" if c.span else None,
-            edited_query=c.edited_query, degenerate=next((g for g in DEGENERATE_FLAGS if g in q), None),
-        ))  # fmt: skip
-    return idx, cands
+            edited_query=c.edited_query,
+            flags=quality_flags(c.document, query=c.query, positive=c.positive),
+        )  # fmt: skip
+        for c in sel
+    ]
+    return idx, candidates(findings, queries, positives, texts, metas)
 
 
 def evaluate_policies(cases: list[Case], rows: list[dict], judge: Any, profile: Any, threshold: float) -> None:

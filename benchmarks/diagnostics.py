@@ -7,7 +7,7 @@ per strategy, plus a side-by-side ``summary.md``::
     python benchmarks/diagnostics.py --collection scifact --max-queries 48 \\
         --output benchmarks/results/diagnostics/scifact
 
-    # or diagnose builds saved earlier (BuildResult.save_to_disk folders, or plain n-tuple datasets)
+    # or diagnose builds saved earlier (BuiltDataset.save folders, or plain n-tuple datasets)
     python benchmarks/diagnostics.py --dataset naive=/path/to/build --dataset counterfactual=/path/to/build2 \\
         --output benchmarks/results/diagnostics/scifact
 
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="Diagnose a saved dataset instead of building (BuildResult folder or load_from_disk dataset); repeatable.",
+        help="Diagnose a saved dataset instead of building (BuiltDataset folder or load_from_disk dataset); repeatable.",
     )
     p.add_argument("--build-dir", default=None, help="Where builds are saved (default: <negsynth cache>/bench_builds).")
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "diagnostics" / "scifact"))
@@ -72,14 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_saved(path: str) -> tuple[Any, Any, dict[str, Any]]:
-    """(train, provenance or None, build config or {}) from a BuildResult folder or a saved Dataset."""
+    """(train, provenance or None, build config or {}) from a BuiltDataset folder or a saved Dataset."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
     folder = Path(path)
     if (folder / "build_config.json").is_file():
-        from negsynth_hf.build import BuildResult
+        from negsynth_hf.artifacts import BuiltDataset
 
-        result = BuildResult.load_from_disk(folder)
+        result = BuiltDataset.load(folder)
         return result.train, result.provenance, {**result.config, "summary": result.summary.to_dict()}
     data = load_from_disk(str(folder))
     if isinstance(data, DatasetDict):
@@ -132,7 +132,7 @@ def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
         show_progress_bar=True,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    result.save_to_disk(folder)
+    result.save(folder)
     print(f"[{strategy}] built {len(result.train)} rows in {time.perf_counter() - start:.0f} s -> {folder}")
     return folder
 

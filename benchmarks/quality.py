@@ -44,7 +44,7 @@ settings) and saved under ``--work-dir``; LLM responses go to the committed resp
 so a rerun (or an interrupted run) repeats no LLM call:
 
 - mined: ``num_generated=0`` (no generator);
-- naive: ``strategy="naive"``, ``false_negative_guard=False``, ``source_weights=False`` (method.md: one
+- naive: ``strategy="naive"``, ``guard_policy="off"``, ``source_weights=False`` (method.md: one
   prompt, no decomposition, no verification);
 - counterfactual (``COUNTERFACTUAL_SETS``: one per guard policy): the generator's own strategy (Qwen 1.5B on
   llama.cpp: ``query_edit``, edit the query in one detail, then write a passage for the edited query), the
@@ -393,7 +393,7 @@ def set_specs(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, d
              "strategy": args.strategy, "query_editor": args.query_editor}  # fmt: skip
     specs: dict[str, dict[str, Any]] = {
         "mined": {"generator": None, "num_generated": 0},
-        "naive": {**synth, "strategy": "naive", "false_negative_guard": False, "source_weights": False},
+        "naive": {**synth, "strategy": "naive", "guard_policy": "off", "source_weights": False},
     }
     for name, mode in COUNTERFACTUAL_SETS.items():
         specs[name] = {**synth, "guard_policy": mode}
@@ -414,9 +414,9 @@ def grid_tag(args: argparse.Namespace) -> str:
 def build_sets(
     pairs, corpus: list[str], args: argparse.Namespace, settings: dict[str, Any], work: Path, needed: set[str]
 ):
-    """The ``needed`` training sets (``BuildResult``), each built once and saved under ``work``."""
+    """The ``needed`` training sets (``BuiltDataset``), each built once and saved under ``work``."""
     from negsynth_hf import build_dataset
-    from negsynth_hf.build import BuildResult
+    from negsynth_hf.artifacts import BuiltDataset
     from negsynth_hf.training import resolve_model_path
 
     common = {
@@ -438,7 +438,7 @@ def build_sets(
             continue
         path = work / "builds" / name
         if path.is_dir() and not args.rebuild:
-            sets[name] = BuildResult.load_from_disk(path)
+            sets[name] = BuiltDataset.load(path)
             timings[name] = float("nan")
             print(f"[build] {name}: loaded {path}", flush=True)
             continue
@@ -447,7 +447,7 @@ def build_sets(
         timings[name] = time.perf_counter() - start
         if path.exists():
             shutil.rmtree(path)
-        result.save_to_disk(path)
+        result.save(path)
         (path / "build_seconds.json").write_text(json.dumps({"seconds": timings[name]}) + "\n")
         if spec.get("generator") is not None:  # what the LLM wrote, committed next to its responses
             reporting.write_generated_slots(sets_data_dir(args, settings) / f"{name}.jsonl", result.provenance)

@@ -33,9 +33,14 @@ _EXPORTS: dict[str, str] = {
     # synthesis
     "Synthesizer": "negsynth_hf.synthesis",
     "DatasetProfile": "negsynth_hf.synthesis",
-    # dataset transform
+    # dataset transform and build
     "CounterfactualNegatives": "negsynth_hf.transform",
     "build_dataset": "negsynth_hf.build",
+    "BuiltDataset": "negsynth_hf.artifacts",
+    # the false-negative guard
+    "GuardPolicy": "negsynth_hf.verification",
+    "RelevanceJudge": "negsynth_hf.verification",
+    "CrossEncoderJudge": "negsynth_hf.verification",
     # diagnostics
     "diagnose": "negsynth_hf.diagnostics",
     "GapDiagnosticsCallback": "negsynth_hf.diagnostics",

@@ -8,7 +8,8 @@
         known_positives.json   per train row: texts never to be its negatives (in-batch included); when known
         recipe_info.json   data source, train/validation query ids, recipe settings (when `negsynth build` made it)
 
-``load_from_disk(dataset_dir)`` / ``load_dataset(dataset_dir)`` read the configs without this package.
+:meth:`BuiltDataset.save` writes it and :meth:`BuiltDataset.load` reads it back;
+``datasets.load_from_disk(dataset_dir)`` reads the two configs without this package.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class BuildSummary:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "generator_stats": dict(self.generator_stats),
         }
-        if self.guard:  # only when a policy ran, so older summaries read and write unchanged
+        if self.guard:  # a summary of a dataset this package did not build has none
             out["guard"] = dict(self.guard)
         return out
 
@@ -92,7 +93,7 @@ def _fmt(value: float) -> str:
 
 @dataclass
 class BuiltDataset:
-    """A built training set, what :func:`negsynth_hf.build.build_dataset` returns (also as ``BuildResult``).
+    """A built training set, what :func:`negsynth_hf.build.build_dataset` returns; ``save(folder)``/``load(folder)``.
 
     Attributes:
         train: the training config (``anchor, positive, negative_1..N, labels``).
@@ -145,10 +146,6 @@ class BuiltDataset:
         return self.configs[name]
 
     @property
-    def build_config(self) -> dict[str, Any]:
-        return self.config
-
-    @property
     def validation_query_ids(self) -> list[str]:
         return [str(q) for q in self.recipe_info.get("validation_query_ids", [])]
 
@@ -158,15 +155,8 @@ class BuiltDataset:
         return {**self.config, **self.recipe_info, "summary": self.summary.to_dict()}
 
     def with_recipe_info(self, recipe_info: dict[str, Any]) -> BuiltDataset:
+        """This dataset with ``recipe_info`` (data source, query ids, recipe settings; redacted)."""
         return dataclasses.replace(self, recipe_info=recipe_info)
-
-    @classmethod
-    def from_build_result(
-        cls, result: BuiltDataset, *, recipe_info: dict[str, Any] | None = None, known_positives: Any = None
-    ) -> BuiltDataset:
-        """``result`` with recipe info (and known positives, when the result lacks them)."""
-        known = result.known_positives if known_positives is None else known_positives
-        return dataclasses.replace(result, recipe_info=recipe_info or {}, known_positives=known)
 
     def training_dataset(self, *, num_mined: int | None = None, num_generated: int | None = None) -> Any:
         """The ``train`` config with only the first ``num_mined`` mined and ``num_generated`` generated columns.
@@ -228,12 +218,9 @@ class BuiltDataset:
             (folder / KNOWN_POSITIVES).write_text(json.dumps(self.known_positives) + "\n", encoding="utf-8")
         return folder
 
-    def save_to_disk(self, path: str | Path) -> None:
-        """Save both configs (a ``DatasetDict``) plus the summary, build config and known positives."""
-        self.save(path)
-
     @classmethod
     def load(cls, folder: str | Path) -> BuiltDataset:
+        """Read a folder :meth:`save` wrote."""
         from datasets import load_from_disk
 
         folder = Path(folder)
@@ -258,8 +245,6 @@ class BuiltDataset:
             recipe_info=read(RECIPE_INFO, {}),
             markdown=summary_md.read_text(encoding="utf-8") if summary_md.is_file() else "",
         )
-
-    load_from_disk = load
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -1,7 +1,6 @@
 """``build_dataset``: mine -> synthesize -> verify -> weight -> assemble, in one call, without losing a row.
 
-The result (:class:`~negsynth_hf.artifacts.BuiltDataset`, also named ``BuildResult``) holds two configs of one
-dataset:
+The result (:class:`~negsynth_hf.artifacts.BuiltDataset`) holds two configs of one dataset:
 
 - ``train``: fixed columns ``anchor, positive, negative_1..negative_{M+G}, labels`` (mined first, then
   generated; ``labels`` = :func:`negsynth_hf.labels.encode_negative_labels`), ready for
@@ -16,7 +15,7 @@ config; how slots are filled when a negative is missing or rejected is :mod:`neg
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,13 @@ from negsynth_hf.stages.mine import EMBEDDED_RETRIEVER_ID, MiningOptions
 from negsynth_hf.synthesis.config import DEFAULTS as SYNTHESIS
 from negsynth_hf.synthesis.config import QueryEditor, Strategy, SynthesisConfig
 from negsynth_hf.transform import CounterfactualNegatives, default_generator_config, generator_description
+from negsynth_hf.verification.mined import MinedJudge
+from negsynth_hf.verification.policy import NAMED_MODES, GuardPolicy
 
-__all__ = ["EMBEDDED_RETRIEVER_ID", "BuildResult", "BuildSummary", "CounterfactualNegatives", "build_dataset"]
+__all__ = ["EMBEDDED_RETRIEVER_ID", "BuildSummary", "BuiltDataset", "CounterfactualNegatives", "build_dataset"]
 
 TRAIN_CONFIG = "train"
 PROVENANCE_CONFIG = "provenance"
-
-#: What ``build_dataset`` returns: the built-dataset type (one type, one on-disk layout).
-BuildResult = BuiltDataset
 
 
 @dataclass(frozen=True)
@@ -45,8 +43,7 @@ class BuildOptions:
 
     num_mined: int
     num_generated: int
-    false_negative_guard: bool
-    judges: Sequence[Any]
+    guard_policy: GuardPolicy
     source_weights: bool
     hardness: bool
     map_batch_size: int
@@ -56,8 +53,7 @@ class BuildOptions:
     seed: int
     show_progress_bar: bool
     cache_root: Path | None
-    guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
-    mined_judge: Any = None  # negsynth_hf.verification.MinedJudge (None: mined negatives are not judged)
+    mined_judge: MinedJudge | None = None  # None: mined negatives are not judged
 
 
 def build_dataset(
@@ -77,8 +73,8 @@ def build_dataset(
     max_score: float | None = None,
     min_score: float | None = None,
     sampling_strategy: Literal["random", "top"] = "top",
-    false_negative_guard: bool = True,
-    judges: Sequence[Any] = (),
+    guard_policy: str | GuardPolicy = "margin",
+    mined_judge: MinedJudge | None = None,
     source_weights: bool = True,
     hardness: bool = True,
     max_candidates: int = SYNTHESIS.max_candidates,
@@ -98,15 +94,14 @@ def build_dataset(
     show_progress_bar: bool = True,
     cache_dir: str | None = None,
     query_editor: QueryEditor = SYNTHESIS.query_editor,
-    guard_policy: Any = "margin",
-    mined_judge: Any = None,
-) -> BuildResult:
+) -> BuiltDataset:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
     Stages (:mod:`negsynth_hf.stages`): mine (``sentence_transformers.util.mine_hard_negatives`` with the given
     range/margins/sampling, ``use_faiss=False``) -> synthesize (:class:`CounterfactualNegatives` via
-    ``Dataset.map``; mined negatives are the rewrite candidates) -> verify (:mod:`negsynth_hf.verify`) -> weight
-    (:mod:`negsynth_hf.weighting`) -> assemble (fixed columns, fillers: :mod:`negsynth_hf.stages.assemble`).
+    ``Dataset.map``; mined negatives are the rewrite candidates) -> verify (the guard policy,
+    :mod:`negsynth_hf.verification`) -> weight (:mod:`negsynth_hf.weighting`) -> assemble (fixed columns,
+    fillers: :mod:`negsynth_hf.stages.assemble`).
     Synthesis defaults come from :class:`~negsynth_hf.synthesis.SynthesisConfig`.
 
     Args:
@@ -126,16 +121,17 @@ def build_dataset(
         num_generated: ``G`` generated columns; default 3 with a generator, 0 without.
         range_min / range_max / absolute_margin / relative_margin / max_score / min_score / sampling_strategy:
             passed to ``mine_hard_negatives``. The same absolute/relative margins are the false-negative
-            guard's rule for generated negatives (a generated negative must clear the bar a mined one does);
-            with both ``None`` the guard uses ``absolute_margin=0`` (must score below the positive).
-        false_negative_guard: verify generated negatives (retriever margins, near-duplicates, ``judges``);
-            False keeps every generated text with its flags recorded (the naive baseline).
-        judges: extra :class:`~negsynth_hf.verify.NegativeJudge` objects (``CrossEncoderJudge``, ``LLMJudge``);
-            they veto under the ``margin`` policy only.
-        guard_policy: which rule, check or judge decides on generated negatives: ``"margin"`` (today's rule),
-            ``"checks"`` (rules and the edit check decide inside the margin band, no LLM), ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
-            :class:`~negsynth_hf.verification.RelevanceJudge`); every decision is in provenance
-            (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and counted (``guard_*``, ``judge_*``).
+            guard's margin band for generated negatives (a generated negative must clear the bar a mined one
+            does); with both ``None`` the guard uses ``absolute_margin=0`` (must score below the positive).
+        guard_policy: the false-negative guard, which rule, check or judge decides on generated negatives:
+            ``"margin"`` (near-duplicates of the positive and texts inside the margin band are masked),
+            ``"checks"`` (inside the band, deterministic checks of the query edit decide; no LLM), ``"off"``
+            (keep every generated text, flags recorded: the naive baseline), or a
+            :class:`~negsynth_hf.verification.GuardPolicy` (``mode="judge"``/``"combined"`` carry a judge:
+            :class:`~negsynth_hf.verification.RelevanceJudge` or
+            :class:`~negsynth_hf.verification.CrossEncoderJudge`).
+            Every decision is in provenance (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and
+            counted (``masked_*``, ``guard_*``, ``judge_*``).
         mined_judge: a :class:`~negsynth_hf.verification.MinedJudge` (RLHN): mined negatives its relevance judge
             finds relevant (p >= threshold) are masked (weight 0, text and p in provenance), counted as
             ``mined_masked_judge`` of ``mined_judged``. ``None``: mining's own decision stands.
@@ -156,8 +152,8 @@ def build_dataset(
             response cache is the generator config's own ``cache_dir``.
 
     Returns:
-        :class:`BuildResult` (``.train``, ``.provenance``, ``.summary``, ``.config``, ``.known_positives``,
-        ``.to_markdown()``, ``.save_to_disk()``).
+        :class:`~negsynth_hf.artifacts.BuiltDataset` (``.train``, ``.provenance``, ``.summary``, ``.config``,
+        ``.known_positives``, ``.to_markdown()``, ``.save(folder)``; ``BuiltDataset.load(folder)`` reads it back).
     """
     g = _num_generated(generator, num_generated)
     rows = inputs.read_pairs(
@@ -187,9 +183,8 @@ def build_dataset(
         range_min, range_max, absolute_margin, relative_margin, max_score, min_score, sampling_strategy
     )
     options = BuildOptions(
-        int(num_mined), g, false_negative_guard, tuple(judges), source_weights, hardness, map_batch_size,
-        num_proc, encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir),
-        _guard_policy(guard_policy), mined_judge,
+        int(num_mined), g, _guard_policy(guard_policy), source_weights, hardness, map_batch_size, num_proc,
+        encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir), mined_judge,
     )  # fmt: skip
     result = run_stages(rows, corpus, retriever, generator, synthesis, mining, options)
     if show_progress_bar:
@@ -197,17 +192,16 @@ def build_dataset(
     return result
 
 
-def _guard_policy(policy: Any) -> Any:
+def _guard_policy(policy: str | GuardPolicy) -> GuardPolicy:
     """A :class:`GuardPolicy` from a policy or a mode name (modes that need a judge need a GuardPolicy)."""
-    from negsynth_hf.verification.policy import GuardPolicy
-
     if isinstance(policy, GuardPolicy):
         return policy
-    if policy in ("margin", "checks", "off"):
-        return GuardPolicy(mode=policy)
+    if isinstance(policy, str) and policy in NAMED_MODES:
+        return GuardPolicy(mode=policy)  # type: ignore[arg-type]
+    hint = " (YAML reads an unquoted off as false: write guard_policy: 'off')" if policy is False else ""
     raise ValueError(
-        f"guard_policy must be 'margin', 'checks', 'off' or a GuardPolicy (for 'judge'/'combined': "
-        f"GuardPolicy(mode=..., judge=RelevanceJudge(...))), got {policy!r}"
+        f"guard_policy must be one of {list(NAMED_MODES)} or a GuardPolicy (for 'judge'/'combined': "
+        f"GuardPolicy(mode=..., judge=RelevanceJudge(...) or CrossEncoderJudge(...))), got {policy!r}{hint}"
     )
 
 
@@ -265,7 +259,7 @@ def run_stages(
     with _timed(timings, "verify"):
         verdicts = guard.verify_generated(
             rows, items, emb, absolute_margin=mining.absolute_margin, relative_margin=mining.relative_margin,
-            judges=o.judges, enabled=o.false_negative_guard, policy=o.guard_policy, records=generated.records,
+            policy=o.guard_policy, records=generated.records,
             profile=synthesis.profile if synthesis is not None else "generic",
         )  # fmt: skip
     with _timed(timings, "weight"):
@@ -275,11 +269,11 @@ def run_stages(
     with _timed(timings, "assemble"):
         built = assembly.assemble(
             rows, mined, generated, verdicts, weights, emb, num_mined=o.num_mined, num_generated=o.num_generated,
-            hardness=o.hardness, guard_enabled=o.false_negative_guard, seed=o.seed,
+            hardness=o.hardness, seed=o.seed,
         )  # fmt: skip
     summary = BuildSummary(
         built.counts, assembly.weight_summary(built.slots, weights), timings, generated.generator_stats,
-        guard={"policy": verdicts.policy, "judge": verdicts.judge_stats} if verdicts.policy != "margin" else {},
+        guard={"policy": verdicts.policy, "judge": verdicts.judge_stats},
     )  # fmt: skip
     config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, options, corpus, mined)
     return BuiltDataset(
@@ -323,11 +317,9 @@ def _build_config(
         "transform": generated.transform_config,
         "mining": mining.to_config(corpus_given=corpus is not None, known_positives_column=known_column),
         "guard": {
-            "enabled": options.false_negative_guard,
             "absolute_margin": verdicts.absolute_margin,
             "relative_margin": verdicts.relative_margin,
-            "judges": [getattr(j, "name", type(j).__name__) for j in options.judges],
-            "policy": options.guard_policy.to_config() if options.guard_policy is not None else None,
+            "policy": options.guard_policy.to_config(),
             "mined_judge": options.mined_judge.to_config() if options.mined_judge is not None else None,
             "mined_judge_cost": mined.judge_stats or None,
         },

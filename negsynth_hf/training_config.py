@@ -32,11 +32,10 @@ class TrainConfig:
         "negatives only), 'in_batch' (MNRL on pairs only).",
     )
     in_batch_negatives: bool = _f(True, "CausalNeg: other rows' positives/negatives are candidates too.")
-    use_weights: Literal["weights", "mask", "none"] | bool = _f(
+    use_weights: Literal["weights", "mask", "none"] = _f(
         "weights",
         "CausalNeg: 'weights' = apply the gap-correction weights; 'mask' = as a 0/1 mask (ablation: every real "
-        "negative counts once, filled/masked slots stay out); 'none' = ignore them (fillers count too). "
-        "true/false: deprecated aliases of 'weights'/'none'.",
+        "negative counts once, filled/masked slots stay out); 'none' = ignore them (fillers count too).",
     )
     entropy_weight: float = _f(0.05, "CausalNeg: lambda of the query-view entropy term (0 = ablation).")
     entropy_temperature: float = _f(0.1, "CausalNeg: tau_ent of the entropy softmax.")

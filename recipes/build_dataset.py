@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the hard-negative training set (mine + synthesize + verify + weight) and save_to_disk.
+"""Build the hard-negative training set (mine + synthesize + verify + weight) and save it (``BuiltDataset.save``).
 
 With N processes each rank synthesizes its shard of the pairs against its own endpoint (build.base_urls[rank]);
 rank 0 then assembles the full set from the shared LLM response cache and runs the cross-row weighting on it.

@@ -6,11 +6,12 @@ import pytest
 from datasets import Dataset
 from test_transform_helpers import ScriptedSpec, corpus, pairs
 
-from negsynth_hf.build import BuildResult, build_dataset
+from negsynth_hf.artifacts import BuiltDataset
+from negsynth_hf.build import build_dataset
 from negsynth_hf.labels import LABEL_COLUMN
 
 
-def _build(tiny_model, tmp_path, *, n=8, fail_rows=(), spec=None, **kwargs) -> BuildResult:
+def _build(tiny_model, tmp_path, *, n=8, fail_rows=(), spec=None, **kwargs) -> BuiltDataset:
     kwargs.setdefault("num_mined", 3)
     kwargs.setdefault("num_generated", 2)
     kwargs.setdefault("cache_dir", str(tmp_path / "cache"))
@@ -92,26 +93,34 @@ def test_input_validation_names_column_and_row(tiny_model):
 def test_planted_false_negative_is_masked(tiny_model, tmp_path):
     data = pairs(6)
     planted = ((data["anchor"][2], data["positive"][2]),)  # the LLM "negative" of row 2 copies its positive
-    result = _build(tiny_model, tmp_path, n=6, spec=ScriptedSpec(copies=planted), false_negative_guard=True)
+    result = _build(tiny_model, tmp_path, n=6, spec=ScriptedSpec(copies=planted), guard_policy="margin")
     prov = result.provenance.filter(lambda r: r["original_text"] is not None and r["row"] == 2)
     assert len(prov) == 1
     hit = prov[0]
     assert hit["original_text"] == data["positive"][2]
     assert hit["status"] == "masked" and hit["weight"] == 0.0
-    assert "near_duplicate_of_positive" in hit["flags"] and "near-duplicate" in hit["weight_reason"]
+    assert "near_duplicate_of_positive" in hit["flags"] and hit["weight_reason"].startswith(
+        "masked: near_duplicate: near-duplicate of the positive"
+    )
+    assert (
+        hit["guard_policy"] == "margin"
+        and hit["guard_decision"] == "masked"
+        and hit["guard_reason"] == "near_duplicate"
+    )
     assert data["positive"][2] not in [result.train[2][f"negative_{j}"] for j in range(1, 6)]
     assert result.summary.counts["masked_near_duplicate"] >= 1
 
 
 def test_baselines_with_switches_off(tiny_model, tmp_path):
-    result = _build(
-        tiny_model, tmp_path, false_negative_guard=False, source_weights=False, hardness=False, num_generated=2
-    )
+    result = _build(tiny_model, tmp_path, guard_policy="off", source_weights=False, hardness=False, num_generated=2)
     gen = result.provenance.filter(lambda r: r["source"] == "generated")
     assert set(gen["status"]) == {"ok"} and set(gen["weight"]) == {1.0}
     assert all(h is None for h in gen["hardness_percentile"])
-    assert result.summary.counts["generated_masked"] == 0
-    assert result.config["guard"]["enabled"] is False and result.config["source_weights"] is False
+    assert set(gen["guard_reason"]) == {"policy_off"}
+    assert result.summary.counts["generated_masked"] == 0 and result.summary.counts["masked_margin"] == 0
+    assert result.summary.counts["guard_kept_policy_off"] == result.summary.counts["generated"]
+    assert result.config["guard"]["policy"]["mode"] == "off" and result.summary.guard["policy"] == "off"
+    assert result.config["source_weights"] is False
     mined_only = _build(tiny_model, tmp_path, num_generated=0)
     assert mined_only.num_generated == 0 and len(mined_only.train.column_names) == 2 + 3 + 1
 
@@ -133,8 +142,8 @@ def test_rerun_hits_the_caches(tiny_model, tmp_path):
 
 def test_save_load_roundtrip_and_markdown(tiny_model, tmp_path):
     result = _build(tiny_model, tmp_path)
-    result.save_to_disk(tmp_path / "out")
-    loaded = BuildResult.load_from_disk(tmp_path / "out")
+    assert result.save(tmp_path / "out") == tmp_path / "out"
+    loaded = BuiltDataset.load(tmp_path / "out")
     assert loaded.train.to_dict() == result.train.to_dict()
     assert loaded.provenance.num_rows == result.provenance.num_rows
     assert loaded.summary.counts == result.summary.counts

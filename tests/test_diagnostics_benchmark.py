@@ -35,7 +35,7 @@ def test_benchmark_diagnoses_saved_builds(tiny_model, tiny_model_path, tmp_path)
         cache_dir=str(tmp_path / "cache"),
         show_progress_bar=False,
     )
-    result.save_to_disk(tmp_path / "build")
+    result.save(tmp_path / "build")
     result.train.save_to_disk(str(tmp_path / "plain"))  # a plain n-tuple dataset folder works too
     out = tmp_path / "out"
     bench = _load_script()

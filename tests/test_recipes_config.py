@@ -64,12 +64,12 @@ def test_bare_flag_is_true_and_lists_parse(tmp_path):
     assert cfg.publish.dry_run is True and cfg.publish.private is False
     cfg = parse_step_args("train", ["--lora_target_modules", "query,value,dense"])
     assert cfg.train.lora_target_modules == ["query", "value", "dense"]
-    # a literal field (the booleans still accepted: deprecated aliases, the loss warns)
+    # a literal field: its named values only
     assert parse_step_args("train", ["--use_weights", "mask"]).train.use_weights == "mask"
     assert parse_step_args("train", ["--use_weights", "none"]).train.use_weights == "none"
-    assert parse_step_args("train", ["--use_weights", "false"]).train.use_weights is False
-    with pytest.raises(ConfigError, match="use_weights"):
-        parse_step_args("train", ["--use_weights", "sometimes"])
+    for value in ("sometimes", "false"):
+        with pytest.raises(ConfigError, match="use_weights"):
+            parse_step_args("train", ["--use_weights", value])
 
 
 def test_string_fields_keep_numeric_looking_values():
@@ -158,3 +158,16 @@ def test_base_model_id_resolution(tmp_path):
     assert cfg.run.resolved_base_model_id() == "org/model"
     cfg.run.base_model, cfg.run.base_model_id = "BAAI/bge-small-en-v1.5", None
     assert cfg.run.resolved_base_model_id() == "BAAI/bge-small-en-v1.5"
+
+
+def test_naive_baseline_build_options_reach_build_dataset():
+    """The naive baseline's switches (guard off, no source weights) pass through ``build_options`` as they are."""
+    import inspect
+
+    from negsynth_hf.build import build_dataset
+    from negsynth_hf.pipeline.build import build_kwargs
+
+    argv = ["--strategy", "naive", "--build_options", "{guard_policy: 'off', source_weights: false}"]
+    kwargs = build_kwargs(parse_step_args("build", argv), object(), "retriever")
+    assert kwargs["guard_policy"] == "off" and kwargs["source_weights"] is False and kwargs["strategy"] == "naive"
+    assert set(kwargs) <= set(inspect.signature(build_dataset).parameters)

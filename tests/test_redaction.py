@@ -1,7 +1,7 @@
 """One secret rule (``negsynth_hf.redaction``), and every output the package writes obeys it.
 
 A generator spec and a recipe section carry one field of each secret kind (key, token, secret, password,
-credential, auth; prefixed, suffixed, camelCase), each holding a unique canary. A build, ``save_to_disk``, the
+credential, auth; prefixed, suffixed, camelCase), each holding a unique canary. A build, ``save``, the
 recipe layout (``BuiltDataset.save`` with recipe info), the dataset card + parquet staging, the logs and output
 and the reprs of every object are then scanned: no canary may appear anywhere.
 """
@@ -96,9 +96,9 @@ def test_planted_secret_fields_reach_no_output(tiny_model, tmp_path, caplog, cap
     )
     assert result.config["generator"]["backend"] == "scripted"
     assert all(result.config["generator"][name] == REDACTED for name in SECRET_FIELDS)
-    result.save_to_disk(tmp_path / "saved")
+    result.save(tmp_path / "saved")
     recipe = {"recipe": {"generator": spec.to_dict(), **CANARY}, "source": {"dataset": "scifact"}}
-    built = BuiltDataset.from_build_result(result, recipe_info=recipe)
+    built = result.with_recipe_info(recipe)
     built.save(tmp_path / "built")
     staged = stage_dataset(BuiltDataset.load(tmp_path / "built"), tmp_path / "staging", repo_id="user/redaction")
     assert (Path(staged) / "README.md").is_file()

@@ -1,7 +1,7 @@
 """Secrets: API keys and Hub tokens come from arguments or the environment and are never written anywhere.
 
 Unique canary values are planted in the environment (LLM key, ``HF_TOKEN``) and passed as an argument; a full
-small build (mine -> synthesize against the loopback server -> verify -> weight), ``save_to_disk``, the recipes'
+small build (mine -> synthesize against the loopback server -> verify -> weight), ``save``, the recipes'
 ``BuiltDataset.save`` and the publish staging (dataset card + parquet, what would be uploaded) run with every
 log record captured. Then every file under the test's temporary folder (response cache, build cache, datasets
 cache, saved and staged datasets), the captured logs and output, and the repr/pickle/dill/fingerprint of every
@@ -122,8 +122,8 @@ def test_keys_never_reach_files_logs_caches_or_fingerprints(planted, tiny_model,
         )
         assert server.requests[0].headers["authorization"] == f"Bearer {ENV_KEY}"  # the key was used...
         assert result.summary.counts["rows_generation_failed"] == 1
-        result.save_to_disk(tmp / "saved")
-        built = BuiltDataset.from_build_result(result, recipe_info={"recipe": {"generator": config.to_dict()}})
+        result.save(tmp / "saved")
+        built = result.with_recipe_info({"recipe": {"generator": config.to_dict()}})
         built.save(tmp / "built")
         staged = stage_dataset(BuiltDataset.load(tmp / "built"), tmp / "staging" / "dataset", repo_id="user/canary")
         api = MockedHfApi()

@@ -230,6 +230,8 @@ def test_policy_validation_names_the_field():
         GuardPolicy(threshold=1.5)
     with pytest.raises(ValueError, match="guard_policy"):
         build_dataset(Dataset.from_dict(pairs(2)), guard_policy="judge", show_progress_bar=False)
+    with pytest.raises(ValueError, match="write guard_policy: 'off'"):  # YAML's unquoted off
+        build_dataset(Dataset.from_dict(pairs(2)), guard_policy=False, show_progress_bar=False)  # type: ignore[arg-type]
 
 
 def test_build_records_decisions_and_counts(tiny_model, tmp_path):
@@ -247,6 +249,8 @@ def test_build_records_decisions_and_counts(tiny_model, tmp_path):
     assert judged and all(0.0 <= p <= 1.0 for p in judged)
     counts = result.summary.counts
     assert sum(v for k, v in counts.items() if k.startswith("guard_")) == counts["generated"]
+    masked = sum(counts[k] for k in ("masked_margin", "masked_near_duplicate", "masked_judge", "masked_degenerate"))
+    assert masked == counts["generated_masked"] == sum(v for k, v in counts.items() if k.startswith("guard_masked_"))
     assert counts["judge_judgments"] == len(judged) and result.config["guard"]["policy"]["mode"] == "judge"
     assert result.summary.guard["judge"]["by_method"] == {"logprobs": len(judged)}  # this build's share
     assert result.summary.guard["judge"]["per_judgment"]["prompt_tokens"] == 40

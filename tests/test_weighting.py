@@ -84,7 +84,7 @@ def test_build_reports_probe_auc_and_weights(tiny_model, tmp_path, marker):
         strategy="naive",
         num_mined=4,
         num_generated=2,
-        false_negative_guard=False,  # keep every generated text: this test is about the source probe
+        guard_policy="off",  # keep every generated text: this test is about the source probe
         relative_margin=None,
         sampling_strategy="random",  # a random tiny model mines the same few hub documents for every query
         range_max=100,

@@ -28,6 +28,7 @@ from negsynth_hf.stages.mine import MinedRows
 from negsynth_hf.stages.synthesize import GeneratedRows
 from negsynth_hf.stages.weight import Weights
 from negsynth_hf.transform import NegativeProvenance, RowProvenance
+from negsynth_hf.verification.policy import GuardDecision
 from negsynth_hf.weighting import hardness_percentile
 
 
@@ -129,7 +130,6 @@ def assemble(
     num_mined: int,
     num_generated: int,
     hardness: bool,
-    guard_enabled: bool,
     seed: int,
 ) -> Assembled:
     """``anchor, positive, negative_1..negative_{M+G}[, labels]`` plus one :class:`SlotRecord` per slot."""
@@ -137,7 +137,7 @@ def assemble(
 
     stages = _Stages(rows, mined, generated, verdicts, weights, emb)
     builder = _RowBuilder(stages, num_mined=num_mined, num_generated=num_generated, hardness=hardness, seed=seed)
-    counts = _initial_counts(rows, mined, generated, verdicts, num_mined, num_generated, guard_enabled)
+    counts = _initial_counts(rows, mined, verdicts, num_mined, num_generated)
     slots: list[SlotRecord] = []
     labels: list[list[float]] = []
     for i in range(len(rows)):
@@ -166,17 +166,9 @@ def assemble(
     return Assembled(Dataset.from_dict(train_rows), provenance, slots, counts)
 
 
-def _initial_counts(
-    rows: PairRows,
-    mined: MinedRows,
-    generated: GeneratedRows,
-    verdicts: Verdicts,
-    m: int,
-    g: int,
-    guard_enabled: bool,
-) -> dict[str, int]:
+def _initial_counts(rows: PairRows, mined: MinedRows, verdicts: Verdicts, m: int, g: int) -> dict[str, int]:
     """Every count of the summary, in the order the table shows them (the per-row ones start at 0)."""
-    n, v = len(rows), verdicts.verification
+    n, valid = len(rows), verdicts.valid
     return {
         "rows_in": n,
         "rows_out": n,
@@ -186,16 +178,11 @@ def _initial_counts(
         "mined_filled": 0,
         "generated_requested": n * g,
         "rows_generation_failed": 0,
-        "generated": len(verdicts.valid),
+        "generated": len(valid),
         "generated_dropped_extra": 0,
-        "generated_valid": int(verdicts.valid.sum()),
-        "generated_masked": int((~verdicts.valid).sum()),
-        "masked_margin": v.counts["margin"] if v is not None and guard_enabled else 0,
-        "masked_near_duplicate": v.counts["near_duplicate"] if v is not None and guard_enabled else 0,
-        "masked_judge": v.counts["judge"] if v is not None and guard_enabled else 0,
-        "masked_degenerate": v.counts.get("degenerate", 0) if v is not None and guard_enabled else 0,
-        "flagged_contains_query": v.counts["contains_query"] if v is not None else 0,
-        **verdicts.policy_counts,
+        "generated_valid": int(valid.sum()),
+        "generated_masked": int((~valid).sum()),
+        **verdicts.counts(),
         **{f"judge_{k}": val for k, val in verdicts.judge_stats.items() if isinstance(val, int)},
         "generated_filled": 0,
         "llm_calls": 0,
@@ -228,6 +215,7 @@ class _RowBuilder:
         self.rng = random.Random(seed)
         self.donors = _donor_pool(rows.anchors, rows.positives, mined.negatives)
         self.index = {(it.row, it.k): idx for idx, it in enumerate(generated.items())}
+        self.valid = stages.verdicts.valid
 
     def slots(self, i: int, counts: dict[str, int]) -> list[SlotRecord]:
         rows = self.rows
@@ -269,8 +257,7 @@ class _RowBuilder:
 
     def _order(self, i: int) -> list[int]:
         """Row ``i``'s generated negatives, valid ones first, then masked ones."""
-        ks = range(len(self.generated.texts[i]))
-        valid = self.verdicts.valid
+        ks, valid = range(len(self.generated.texts[i])), self.valid
         return [k for k in ks if valid[self.index[(i, k)]]] + [k for k in ks if not valid[self.index[(i, k)]]]
 
     def _generated_slot(self, i: int, j: int, fillers: Iterator[str], counts: dict[str, int]) -> SlotRecord:
@@ -299,34 +286,31 @@ class _RowBuilder:
         """The slot of the ``k``-th generated text: itself if it passed the guard, else a filler (masked)."""
         idx = self.index[(i, k)]
         meta = record.negatives[k] if k < len(record.negatives) else None
-        v = self.verdicts.verification
-        sim_query = float(v.sim_query[idx])
+        f, decision = self.verdicts.findings, self.verdicts.decisions[idx]
+        sim_query = float(f.sim_query[idx])
         slot = SlotRecord(
             sim_query=sim_query,
-            sim_positive=float(v.sim_positive[idx]),
+            sim_positive=float(f.sim_positive[idx]),
             hardness_percentile=hardness_percentile(sim_query, self.weights.mined_similarities[i])
             if self.hardness
             else float("nan"),
-            flags=sorted(set(getattr(meta, "flags", ())) | set(v.flags[idx])),
+            flags=sorted(set(getattr(meta, "flags", ())) | set(f.flags(idx))),
         )
-        _record_decision(slot, self.verdicts, idx)
+        _record_decision(slot, self.verdicts.policy, decision)
         text = self.generated.texts[i][k]
-        if self.verdicts.valid[idx]:
+        if not decision.masked:
             w, p = self.weights.generated.get((i, k), (1.0, float("nan")))
             slot.status, slot.text, slot.weight, slot.probe_p_generated = "ok", text, float(w), p
             slot.weight_reason = self.weights.reason(p)
         else:
             slot.status, slot.text, slot.weight, slot.original_text = "masked", next(fillers), 0.0, text
-            slot.weight_reason = f"masked: {v.reasons[idx]}; slot holds a filler"
+            slot.weight_reason = f"masked: {decision.describe()}; slot holds a filler"
         return slot, meta
 
 
-def _record_decision(slot: SlotRecord, verdicts: Verdicts, idx: int) -> None:
-    """The guard policy's decision and scores for generated item ``idx`` (nothing when no policy ran)."""
-    if idx >= len(verdicts.decisions):
-        return
-    d = verdicts.decisions[idx]
-    slot.guard_policy, slot.guard_decision, slot.guard_reason = verdicts.policy, d.decision, d.reason
+def _record_decision(slot: SlotRecord, policy: str, d: GuardDecision) -> None:
+    """The guard policy's decision on a generated negative and the scores it decided from."""
+    slot.guard_policy, slot.guard_decision, slot.guard_reason = policy, d.decision, d.reason
     slot.guard_in_band, slot.judge_method = d.in_band, d.judge_method
     slot.judge_p_relevant, slot.judge_p_original, slot.judge_p_requirement = d.p_relevant, d.p_original, d.p_requirement
     slot.edit_check, slot.edit_kind = d.edit_check, d.edit_kind

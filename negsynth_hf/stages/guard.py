@@ -1,7 +1,9 @@
-"""Stage 3: embed every text once, then let the false-negative guard (:mod:`negsynth_hf.verify`) judge each
-generated negative. The guard is reached through :func:`verify_generated` only, so its policy can change in
-``verify.py`` and :mod:`negsynth_hf.verification.policy` (which rule, check or judge decides: ``GuardPolicy``)
-without touching the build."""
+"""Stage 3: embed every text once, then let the false-negative guard decide on each generated negative.
+
+The guard is reached through :func:`verify_generated` only: the retriever's findings come from
+:mod:`negsynth_hf.verification.findings`, the decision from the :class:`~negsynth_hf.verification.GuardPolicy`
+(:mod:`negsynth_hf.verification.policy`), so which rule, check or judge decides can change there without touching
+the build."""
 
 from __future__ import annotations
 
@@ -15,6 +17,16 @@ from negsynth_hf.embeddings import embed_texts
 from negsynth_hf.stages.inputs import PairRows
 from negsynth_hf.stages.mine import MinedRows
 from negsynth_hf.stages.synthesize import GeneratedItem
+from negsynth_hf.synthesis.profiles import get_profile
+from negsynth_hf.verification.findings import Findings, find
+from negsynth_hf.verification.policy import (
+    GuardDecision,
+    GuardPolicy,
+    apply_policy,
+    candidates,
+    decision_counts,
+    masked_counts,
+)
 
 
 @dataclass
@@ -39,16 +51,24 @@ class Embeddings:
 
 @dataclass
 class Verdicts:
-    """Per generated item (``GeneratedRows.items()`` order): valid or not, and the guard's full record."""
+    """Per generated item (``GeneratedRows.items()`` order): the retriever's findings and the policy's decisions."""
 
-    valid: np.ndarray
-    verification: Any  # negsynth_hf.verify.Verification, None when nothing was generated
+    findings: Findings | None  # None when nothing was generated
+    decisions: list[GuardDecision]
     absolute_margin: float | None
     relative_margin: float | None
-    decisions: list[Any] = field(default_factory=list)  # GuardDecision per item (the policy's record)
-    policy_counts: dict[str, int] = field(default_factory=dict)  # guard_<decision>_<reason>
-    judge_stats: dict[str, Any] = field(default_factory=dict)
     policy: str = "margin"
+    judge_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.array([not d.masked for d in self.decisions], dtype=bool)
+
+    def counts(self) -> dict[str, int]:
+        """The summary's guard counts: ``masked_*`` by kind, ``flagged_contains_query``, then
+        ``guard_<decision>_<reason>``."""
+        flagged = sum(self.findings.contains_query) if self.findings is not None else 0
+        return {**masked_counts(self.decisions), "flagged_contains_query": flagged, **decision_counts(self.decisions)}
 
 
 def embed(
@@ -88,45 +108,32 @@ def verify_generated(
     *,
     absolute_margin: float | None,
     relative_margin: float | None,
-    judges: Sequence[Any],
-    enabled: bool,
-    policy: Any = None,
+    policy: GuardPolicy,
     records: Sequence[Any] = (),
     profile: Any = "generic",
 ) -> Verdicts:
-    """Judge every generated item; ``enabled=False`` (the naive baseline) keeps all, with their flags recorded.
+    """Decide every generated item with ``policy`` (``mode="off"``, the naive baseline, keeps all, flags recorded).
 
-    ``policy`` (a :class:`~negsynth_hf.verification.policy.GuardPolicy`; ``None``: ``margin``) decides from the
-    retriever scores, the transform's per-negative ``records`` (the edit, the broken requirement) and its judge.
-    Legacy ``judges`` veto under ``margin`` only.
+    The policy decides from the retriever's findings (:func:`~negsynth_hf.verification.findings.find`), the
+    transform's per-negative ``records`` (the edit, the broken requirement, quality flags) and its judge.
     """
-    from negsynth_hf.verification.policy import GuardPolicy
-    from negsynth_hf.verify import verify_negatives
-
-    policy = policy if policy is not None else GuardPolicy()
-    if not enabled:
-        policy = GuardPolicy(mode="off")
     guard_abs, guard_rel = guard_margins(absolute_margin, relative_margin)
     if not items:
-        return Verdicts(np.zeros(0, dtype=bool), None, guard_abs, guard_rel, policy=policy.mode)
+        return Verdicts(None, [], guard_abs, guard_rel, policy=policy.mode)
     queries = [rows.anchors[item.row] for item in items]
     positives = [rows.positives[item.row] for item in items]
     texts = [item.text for item in items]
-    verification = verify_negatives(
+    findings = find(
         queries,
         positives,
         texts,
         embeddings=(emb.stack(queries, query=True), emb.stack(positives), emb.stack(texts)),
         absolute_margin=guard_abs,
         relative_margin=guard_rel,
-        judges=judges if policy.mode == "margin" else (),
     )
-    outcome = _decide(policy, verification, queries, positives, texts, [_meta(records, it) for it in items], profile)
-    valid = np.array(outcome.valid, dtype=bool)
-    if policy.mode == "margin":  # legacy judges may have vetoed after the margin rule
-        valid &= verification.valid
-    return Verdicts(valid, verification, guard_abs, guard_rel, outcome.decisions, outcome.counts,
-                    outcome.judge_stats, policy.mode)  # fmt: skip
+    metas = [_meta(records, item) for item in items]
+    outcome = apply_policy(policy, candidates(findings, queries, positives, texts, metas), get_profile(profile))
+    return Verdicts(findings, outcome.decisions, guard_abs, guard_rel, policy.mode, outcome.judge_stats)
 
 
 def _meta(records: Sequence[Any], item: GeneratedItem) -> Any:
@@ -135,52 +142,3 @@ def _meta(records: Sequence[Any], item: GeneratedItem) -> Any:
         return None
     negatives = getattr(records[item.row], "negatives", ())
     return negatives[item.k] if item.k < len(negatives) else None
-
-
-def _decide(
-    policy: Any,
-    v: Any,
-    queries: list[str],
-    positives: list[str],
-    texts: list[str],
-    metas: list[Any],
-    profile: Any,
-) -> Any:
-    """The policy's decisions from the margin guard's findings, written back into ``v`` (reasons, counts)."""
-    from negsynth_hf.synthesis.profiles import get_profile
-    from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS
-    from negsynth_hf.verification.policy import Candidate, apply_policy
-
-    margin = ["scores_above_positive" in f for f in v.flags]
-    cands = [
-        Candidate(
-            query=q,
-            positive=p,
-            text=t,
-            near_duplicate="near_duplicate_of_positive" in f,
-            contains_query="contains_query" in f,
-            margin_reason=v.reasons[i] if margin[i] else None,
-            strategy_type=getattr(m, "strategy_type", None),
-            violated_requirement=getattr(m, "violated_requirement", None),
-            edited_query=getattr(m, "edited_query", None),
-            degenerate=next((g for g in DEGENERATE_FLAGS if g in (getattr(m, "flags", None) or ())), None),
-        )  # fmt: skip
-        for i, (q, p, t, f, m) in enumerate(zip(queries, positives, texts, v.flags, metas, strict=True))
-    ]
-    outcome = apply_policy(policy, cands, get_profile(profile))
-    masked = [d for d in outcome.decisions if d.masked]
-    v.counts["degenerate"] = sum(d.reason == "degenerate" for d in masked)
-    for i, d in enumerate(outcome.decisions):  # the reasons assemble reads follow the policy's decisions
-        if d.reason == "degenerate":
-            v.reasons[i] = f"{d.reason}: {d.detail}"
-        elif policy.mode != "margin":
-            kept_reason = v.reasons[i] if policy.mode == "off" else ""  # off: what the margin rule would have said
-            v.reasons[i] = f"{d.reason}: {d.detail}".rstrip(": ") if d.masked else kept_reason
-    if policy.mode == "margin":  # a degenerate text is counted once, as degenerate
-        v.counts["margin"] = sum(d.reason == "margin" for d in masked)
-        v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
-    else:
-        v.counts["margin"] = sum(d.reason in ("margin", "judge_failed_margin_fallback") for d in masked)
-        v.counts["near_duplicate"] = sum(d.reason == "near_duplicate" for d in masked)
-        v.counts["judge"] = len(masked) - v.counts["margin"] - v.counts["near_duplicate"] - v.counts["degenerate"]
-    return outcome

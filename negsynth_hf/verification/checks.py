@@ -80,7 +80,7 @@ def edit_check(text: str, old: str, new: str) -> EditCheck:
 def changed_span_of(violated_requirement: str | None) -> tuple[str, str] | None:
     """``(old, new)`` from a query-edit negative's ``violated_requirement`` (``"'old' -> 'new'"``), else ``None``.
 
-    Older provenance records carry the span only there, so the guard can check them too.
+    The transform records the span only there, so the guard reads it back from it.
     """
     if not violated_requirement or " -> " not in violated_requirement:
         return None

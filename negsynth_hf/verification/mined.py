@@ -19,7 +19,8 @@ from negsynth_hf.verification.policy import safe_judgments
 
 @dataclass(frozen=True)
 class MinedJudge:
-    """Judge mined negatives with ``judge`` (a :class:`~negsynth_hf.verification.judge.RelevanceJudge`).
+    """Judge mined negatives with ``judge`` (a :class:`~negsynth_hf.verification.RelevanceJudge` or
+    :class:`~negsynth_hf.verification.CrossEncoderJudge`).
 
     Args:
         judge: the relevance judge (its generator's response cache makes a rebuild free).
@@ -34,7 +35,10 @@ class MinedJudge:
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"MinedJudge.threshold must be in [0, 1], got {self.threshold!r}")
         if self.judge is None or not hasattr(self.judge, "relevance"):
-            raise ValueError("MinedJudge.judge must be a RelevanceJudge (an object with .relevance(queries, docs))")
+            raise ValueError(
+                "MinedJudge.judge must be a RelevanceJudge or a CrossEncoderJudge (an object with "
+                ".relevance(queries, docs))"
+            )
 
     def to_config(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "judge": getattr(self.judge, "name", type(self.judge).__name__)}

@@ -29,12 +29,46 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from negsynth_hf.synthesis.profiles import DatasetProfile
+from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS
 from negsynth_hf.synthesis.rule_edits import edit_kind
 from negsynth_hf.verification.checks import changed_span_of, edit_check, requirement_of
-from negsynth_hf.verification.judge import JudgeStats, Judgment
+from negsynth_hf.verification.findings import Findings
+from negsynth_hf.verification.judge import Judge, JudgeStats, Judgment
 
 PolicyMode = Literal["margin", "checks", "judge", "combined", "off"]
 POLICY_MODES: tuple[str, ...] = ("margin", "checks", "judge", "combined", "off")
+#: the modes a name alone selects (``build_dataset(guard_policy="checks")``); the others need a judge object
+NAMED_MODES: tuple[str, ...] = ("margin", "checks", "off")
+
+#: why a negative was kept or masked (``GuardDecision.reason``, counted as ``guard_<decision>_<reason>``)
+GuardReason = Literal[
+    # kept
+    "policy_off",
+    "margin_passed",
+    "outside_band",
+    "edit_carries_replacement",
+    "judge_not_relevant",
+    # masked
+    "degenerate",
+    "near_duplicate",
+    "margin",
+    "contains_query",
+    "profile_relevant_edit",
+    "edit_carries_original",
+    "judge_relevant",
+    "judge_original",
+    "requirement_met",
+    # either: the judge failed and the margin band decided (masked inside it, kept outside)
+    "judge_failed_margin_fallback",
+]
+#: the summary count (``masked_<kind>``) each masking reason adds to; a reason not listed counts as ``masked_judge``
+MASKED_COUNT: dict[str, str] = {
+    "degenerate": "masked_degenerate",
+    "near_duplicate": "masked_near_duplicate",
+    "margin": "masked_margin",
+    "judge_failed_margin_fallback": "masked_margin",
+}
+MASKED_COUNTS: tuple[str, ...] = ("masked_margin", "masked_near_duplicate", "masked_judge", "masked_degenerate")
 
 
 @dataclass(frozen=True)
@@ -46,7 +80,9 @@ class GuardPolicy:
             docstring).
         threshold: judged relevant (masked) when p >= threshold; chosen on the train-split calibration
             (``benchmarks/calibrate_judge.py``).
-        judge: a :class:`~negsynth_hf.verification.judge.RelevanceJudge` (needed by ``judge``/``combined``).
+        judge: a :class:`~negsynth_hf.verification.judge.Judge` (needed by ``judge``/``combined``):
+            :class:`~negsynth_hf.verification.RelevanceJudge` (an LLM) or
+            :class:`~negsynth_hf.verification.CrossEncoderJudge`.
         contrastive: query edits in doubt are judged "original vs edited query" (order bias removed) instead of
             absolutely; p is then p(addresses the original).
         requirement_check: counterfactuals are also asked whether they still meet the requirement they claim to
@@ -67,8 +103,11 @@ class GuardPolicy:
             raise ValueError(f"GuardPolicy.mode must be one of {list(POLICY_MODES)}, got {self.mode!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"GuardPolicy.threshold must be in [0, 1], got {self.threshold!r}")
-        if self.mode in ("judge", "combined") and self.judge is None:
-            raise ValueError(f"GuardPolicy.judge is required for mode={self.mode!r} (a RelevanceJudge)")
+        if self.mode in ("judge", "combined") and not isinstance(self.judge, Judge):
+            raise ValueError(
+                f"GuardPolicy.judge is required for mode={self.mode!r}: a RelevanceJudge or a CrossEncoderJudge "
+                f"(an object with name, stats, relevance, requirement and contrastive), got {type(self.judge).__name__}"
+            )
 
     @property
     def uses_judge(self) -> bool:
@@ -102,7 +141,7 @@ class GuardDecision:
     """One negative's verdict: ``decision`` kept/masked, ``reason`` a short code (counted), and the evidence."""
 
     decision: Literal["kept", "masked"]
-    reason: str
+    reason: GuardReason
     detail: str = ""
     in_band: bool = False
     p_relevant: float | None = None
@@ -117,6 +156,10 @@ class GuardDecision:
     def masked(self) -> bool:
         return self.decision == "masked"
 
+    def describe(self) -> str:
+        """``"<reason>: <detail>"`` (the reason alone without a detail), as provenance's ``weight_reason`` says it."""
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
 
 @dataclass
 class PolicyOutcome:
@@ -129,6 +172,47 @@ class PolicyOutcome:
     @property
     def valid(self) -> list[bool]:
         return [not d.masked for d in self.decisions]
+
+
+def decision_counts(decisions: Sequence[GuardDecision]) -> dict[str, int]:
+    """Decisions by ``guard_<decision>_<reason>``."""
+    counts: dict[str, int] = {}
+    for d in decisions:
+        key = f"guard_{d.decision}_{d.reason}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def masked_counts(decisions: Sequence[GuardDecision]) -> dict[str, int]:
+    """The summary's ``masked_*`` counts: masked decisions by kind (:data:`MASKED_COUNT`)."""
+    counts = dict.fromkeys(MASKED_COUNTS, 0)
+    for d in decisions:
+        if d.masked:
+            key = MASKED_COUNT.get(d.reason, "masked_judge")
+            counts[key] += 1
+    return counts
+
+
+def candidates(
+    findings: Findings, queries: Sequence[str], positives: Sequence[str], texts: Sequence[str], metas: Sequence[Any]
+) -> list[Candidate]:
+    """The policy's view of each negative: the retriever's findings plus what synthesis recorded about it.
+
+    ``metas[i]`` is the transform's record of negative ``i`` (anything with ``strategy_type``,
+    ``violated_requirement``, ``edited_query`` and quality ``flags`` attributes; ``None``: nothing recorded).
+    """
+    out = []
+    for i, (q, p, t, m) in enumerate(zip(queries, positives, texts, metas, strict=True)):
+        quality = getattr(m, "flags", None) or ()
+        out.append(Candidate(
+            query=q, positive=p, text=t, near_duplicate=findings.near_duplicate[i],
+            contains_query=findings.contains_query[i], margin_reason=findings.margin_reasons[i],
+            strategy_type=getattr(m, "strategy_type", None),
+            violated_requirement=getattr(m, "violated_requirement", None),
+            edited_query=getattr(m, "edited_query", None),
+            degenerate=next((g for g in DEGENERATE_FLAGS if g in quality), None),
+        ))  # fmt: skip
+    return out
 
 
 def _edit_evidence(c: Candidate) -> dict[str, Any]:
@@ -150,7 +234,7 @@ def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, e
     """The decision rules and checks make alone, or ``None`` when the judge must be asked."""
     band = c.margin_reason is not None
 
-    def made(decision: Literal["kept", "masked"], reason: str, detail: str = "") -> GuardDecision:
+    def made(decision: Literal["kept", "masked"], reason: GuardReason, detail: str = "") -> GuardDecision:
         return GuardDecision(decision, reason, detail, in_band=band, **ev)
 
     if policy.mode == "off":
@@ -246,11 +330,7 @@ def apply_policy(policy: GuardPolicy, candidates: Sequence[Candidate], profile: 
         for i, s in zip(pending, scores, strict=True):
             decisions[i] = _judged_decision(policy, candidates[i], s, evidence[i])
     final = [d for d in decisions if d is not None]
-    counts: dict[str, int] = {}
-    for d in final:
-        key = f"guard_{d.decision}_{d.reason}"
-        counts[key] = counts.get(key, 0) + 1
-    return PolicyOutcome(final, counts, _stats_delta(policy.judge, stats_before))
+    return PolicyOutcome(final, decision_counts(final), _stats_delta(policy.judge, stats_before))
 
 
 def _stats_delta(judge: Any, before: JudgeStats | None) -> dict[str, Any]:
