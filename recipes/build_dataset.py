@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Build the hard-negative training set (mine + synthesize + verify + weight) and save_to_disk.
 
-With N processes each rank synthesizes its shard of the pairs against its own endpoint (build.base_urls[rank]);
-rank 0 then assembles the full set from the shared LLM response cache and runs the cross-row weighting on it.
+With N processes each rank mines and synthesizes its shard of the pairs against its own endpoint
+(build.base_urls[rank]) and saves it beside the dataset folder; rank 0 then reads the shards (no LLM request is sent
+twice) and runs verification, the cross-row weighting and assembly on the merged rows.
 
 Usage:
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/build_dataset.py \\
