@@ -202,6 +202,9 @@ def build_shard(pairs: Any, *, shards: ShardedBuild, **kwargs: Any) -> Path:
     if shards.index is None:
         raise ValueError("build_shard needs shards.index (this process's shard); build_dataset assembles them.")
     start, stop = shards.rows_of(shards.index, len(pairs))
+    if start == stop:  # more processes than rows: nothing to do but say so
+        empty = FrontStages(mine.MinedRows.none(0), synthesize.GeneratedRows.none(0))
+        return shards.save(empty, anchors=[], positives=[])
     plan = _plan(pairs.select(range(start, stop)), SimpleNamespace(**{**defaults, **kwargs}))
     timings: dict[str, float] = {}
     with _timed(timings, "load_retriever"):
@@ -209,7 +212,7 @@ def build_shard(pairs: Any, *, shards: ShardedBuild, **kwargs: Any) -> Path:
     front = _mine_and_synthesize(
         plan.rows, plan.corpus, model, plan.generator, plan.synthesis, plan.mining, plan.options, timings
     )
-    return shards.save(plan.rows, front)
+    return shards.save(front, anchors=plan.rows.anchors, positives=plan.rows.positives)
 
 
 def _build_defaults() -> dict[str, Any]:

@@ -89,3 +89,14 @@ def test_shard_rows_match_datasets_contiguous_shards():
             for index in range(shards):
                 start, stop = spec.rows_of(index, n)
                 assert list(range(start, stop)) == rows.shard(shards, index, contiguous=True)["i"]
+
+
+def test_more_processes_than_rows(tmp_path, tiny_model_path):
+    pairs = PAIRS.select(range(2))
+    kwargs = dict(
+        corpus=CORPUS, generator=None, num_mined=2, relative_margin=None, cache_dir="", show_progress_bar=False
+    )
+    for index in range(3):
+        build_shard(pairs, retriever=tiny_model_path, shards=ShardedBuild(tmp_path, 3, index=index), **kwargs)
+    merged = build_dataset(pairs, retriever=tiny_model_path, shards=ShardedBuild(tmp_path, 3), **kwargs)
+    assert merged.train.to_list() == build_dataset(pairs, retriever=tiny_model_path, **kwargs).train.to_list()

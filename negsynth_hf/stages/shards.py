@@ -101,8 +101,9 @@ class ShardedBuild:
     def path(self, index: int) -> Path:
         return Path(self.folder) / f"shard-{index:05d}-of-{self.num_shards:05d}.pkl"
 
-    def save(self, rows: PairRows, front: FrontStages) -> Path:
-        """Write this process's shard atomically (a reader never sees half a file)."""
+    def save(self, front: FrontStages, *, anchors: list[str], positives: list[str]) -> Path:
+        """Write this process's shard (the rows' anchors and positives identify it) atomically: a reader never sees
+        half a file."""
         from negsynth_hf import __version__
 
         path = self.path(self.index if self.index is not None else 0)
@@ -110,8 +111,8 @@ class ShardedBuild:
         entry = {
             "format": SHARD_FORMAT,
             "package": __version__,
-            "anchors": rows.anchors,
-            "positives": rows.positives,
+            "anchors": anchors,
+            "positives": positives,
             "front": front,
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
