@@ -36,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     # dataset transform
     "CounterfactualNegatives": "negsynth_hf.transform",
     "build_dataset": "negsynth_hf.build",
+    # a build split over processes (one shard each, then one assembly)
+    "build_shard": "negsynth_hf.build",
+    "ShardedBuild": "negsynth_hf.build",
     # diagnostics
     "diagnose": "negsynth_hf.diagnostics",
     "GapDiagnosticsCallback": "negsynth_hf.diagnostics",
