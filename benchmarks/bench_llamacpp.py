@@ -57,7 +57,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 def _prompts(n: int) -> list[tuple[dict[str, str], ...]]:
-    scifact = load_beir(paths.shared_data_dir() / "scifact")
+    scifact = load_beir(reporting.data_dir() / "scifact")
     pairs = pairs_dataset(scifact, "train", max_queries=n)
     profile = get_profile("scientific")
     return [edited_passage_messages(q, title=None, profile=profile, max_chars=600) for q in pairs["anchor"]]
@@ -122,7 +122,7 @@ def bench_transformers_backend(prompts: list, max_new_tokens: int, threads: int)
 
 
 def _rows(collection: str, n: int) -> tuple[Any, Any]:
-    col = load_beir(paths.shared_data_dir() / collection)
+    col = load_beir(reporting.data_dir() / collection)
     return col, pairs_dataset(col, "train", max_queries=n)
 
 

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from negsynth_hf.paths import shared_data_dir
+from benchmarks import reporting
 from negsynth_hf.synthesis import SynthesisInput, SynthesisResult, Synthesizer
 
 DEGENERATE = {
@@ -41,7 +41,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def load_scifact_pairs(n: int) -> list[SynthesisInput]:
     """The first ``n`` train claims (by qrels order) with their first cited abstract and its title."""
-    root = shared_data_dir() / "scifact"
+    root = reporting.data_dir() / "scifact"
     queries = {}
     with open(root / "queries.jsonl", encoding="utf-8") as fh:
         for line in fh:

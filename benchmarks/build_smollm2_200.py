@@ -67,13 +67,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.num_threads)
     from datasets import Dataset
 
+    from benchmarks import reporting
     from negsynth_hf import __version__, build_dataset
     from negsynth_hf.data import document_text, load_beir, pairs_dataset, split_train_validation
     from negsynth_hf.generators import GeneratorConfig
-    from negsynth_hf.paths import shared_data_dir
 
     start = time.perf_counter()
-    collection = load_beir(shared_data_dir() / "scifact")
+    collection = load_beir(reporting.data_dir() / "scifact")
     train_ids, _ = split_train_validation(collection.split_query_ids("train"), validation_fraction=0.2, seed=0)
     pairs = pairs_dataset(collection, "train", query_ids=train_ids, max_queries=args.num_queries, seed=args.seed)
     titles = [collection.corpus[d]["title"] for d in pairs["positive_id"]]

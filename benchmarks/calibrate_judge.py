@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from benchmarks import reporting  # noqa: E402 - needs the checkout on sys.path
 from negsynth_hf import paths  # noqa: E402
 from negsynth_hf.data import load_beir, subset_corpus  # noqa: E402
 from negsynth_hf.generators import ChatRequest, GeneratorConfig  # noqa: E402
@@ -276,7 +277,7 @@ def _cells(rows: list[dict], t: float) -> dict[str, dict[str, Any]]:
 
 def calibrate_collection(name: str, args: argparse.Namespace, gen: Any) -> dict[str, Any]:
     """One collection's cells, scores and metrics (train split only)."""
-    col = load_beir(Path(args.data_dir) / name, splits=["train"])
+    col = load_beir(reporting.data_dir(args.data_dir) / name, splits=["train"])
     profile = get_profile(PROFILES[name])
     rng = random.Random(args.seed)
     qids = col.split_query_ids("train")
@@ -395,7 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=50, help="queries (so cases) per cell")
     parser.add_argument("--generator-model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "judge_calibration" / "responses"))
-    parser.add_argument("--data-dir", default=str(paths.shared_data_dir()))
+    parser.add_argument(
+        "--data-dir", default=None, help="Collections folder (default: $NEGSYNTH_DATA_DIR, else ../shared/data)."
+    )
     parser.add_argument("--corpus-size", type=int, default=3000, help="documents the hard negatives are mined from")
     parser.add_argument("--max-chars", type=int, default=1500, help="per-text cap in judge prompts")
     parser.add_argument("--seed", type=int, default=0)

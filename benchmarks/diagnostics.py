@@ -34,7 +34,11 @@ from benchmarks import reporting  # noqa: E402 - needs ROOT on sys.path
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--collection", default="scifact", help="BEIR collection under --data-dir (default: scifact).")
-    p.add_argument("--data-dir", default=None, help="Judged collections folder (default: negsynth_hf.paths).")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="Judged collections folder (default: $NEGSYNTH_DATA_DIR, else ../shared/data beside the checkout).",
+    )
     p.add_argument("--split", default="train")
     p.add_argument("--max-queries", type=int, default=24, help="Queries sampled from the split (seeded).")
     p.add_argument(
@@ -93,7 +97,7 @@ def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
     from negsynth_hf.build import build_dataset
     from negsynth_hf.data import load_beir, mining_corpus, pairs_dataset
     from negsynth_hf.generators import GeneratorConfig
-    from negsynth_hf.paths import cache_dir, shared_data_dir
+    from negsynth_hf.paths import cache_dir
 
     root = Path(args.build_dir) if args.build_dir else cache_dir("bench_builds")
     gen_name = (args.generator_model or args.generator_backend).rstrip("/").split("/")[-1]
@@ -102,7 +106,7 @@ def build(args: argparse.Namespace, strategy: str, retriever: Any) -> Path:
     if (folder / "build_config.json").is_file():
         print(f"[{strategy}] reusing build {folder}")
         return folder
-    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    data_dir = reporting.data_dir(args.data_dir)
     collection = load_beir(data_dir / args.collection, splits=[args.split])
     pairs = pairs_dataset(collection, args.split, max_queries=args.max_queries, seed=args.seed)
     generator = GeneratorConfig(

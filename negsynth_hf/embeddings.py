@@ -6,7 +6,9 @@ both see exactly the vectors mining saw.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,3 +47,34 @@ def embed_rows(model: Any, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
     if not table:
         return np.zeros((len(texts), 0), dtype=np.float32)
     return np.stack([table[t] for t in texts])
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A digest of what decides ``model``'s embeddings: every ``state_dict`` tensor (name, dtype, shape, bytes),
+    the module stack's ``repr`` (pooling, normalization, sequence length) and its prompts.
+
+    Two models with the same name but different weights (fine-tuned, retrained, perturbed) never share it, so
+    it can key cached embeddings. It reads every parameter once (a copy per tensor only off the CPU).
+    """
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(model).encode())
+    digest.update(repr(sorted((getattr(model, "prompts", None) or {}).items())).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1).contiguous()
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).cpu().numpy().data)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A digest of ``folder``'s files (relative path, size, ``mtime_ns``): a model saved again in place, even
+    under the same name, gets a new one; reading it costs one ``stat`` per file."""
+    root = Path(folder).resolve()
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(root).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

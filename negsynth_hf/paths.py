@@ -46,9 +46,24 @@ def embedded_generator_gguf() -> Path:
     return path
 
 
-def shared_data_dir() -> Path:
-    """The judged BEIR-layout collections: ``$NEGSYNTH_DATA_DIR`` or ``<checkout>/../shared/data``."""
-    env = os.environ.get("NEGSYNTH_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA_DIR_ENV = "NEGSYNTH_DATA_DIR"
+
+
+def shared_data_dir(data_dir: str | os.PathLike | None = None, *, default: str | os.PathLike | None = None) -> Path:
+    """The folder of judged BEIR-layout collections (one sub-folder per collection, e.g. ``scifact/``).
+
+    Args:
+        data_dir: The folder, when the caller has one (a config key, a ``--data-dir`` option).
+        default: Used only when neither ``data_dir`` nor ``$NEGSYNTH_DATA_DIR`` gives one; scripts that run from a
+            known layout pass theirs here. The library itself has none.
+
+    Raises:
+        ValueError: when neither ``data_dir``, ``$NEGSYNTH_DATA_DIR`` nor ``default`` names a folder.
+    """
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV) or default
+    if not chosen:
+        raise ValueError(
+            f"No folder of judged collections given: pass data_dir (the `data_dir` key of a config's data section) "
+            f"or set ${DATA_DIR_ENV} to the folder that holds the BEIR-layout collections (e.g. .../scifact/)."
+        )
+    return Path(chosen)

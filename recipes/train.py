@@ -12,6 +12,7 @@ Same as `negsynth train --config ...` (one implementation: negsynth_hf.cli). `--
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ try:
     import negsynth_hf  # noqa: F401
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# this checkout's judged collections (../shared/data beside it) unless $NEGSYNTH_DATA_DIR or --data_dir names
+# another folder; the library itself has no default
+os.environ.setdefault("NEGSYNTH_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 from negsynth_hf.cli import recipe_main
 

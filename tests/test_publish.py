@@ -6,10 +6,6 @@ HfApi methods are replaced by recording mocks (``RecordingHfApi``): no test touc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -385,51 +381,3 @@ def test_publish_without_repo_ids_is_a_config_error(tmp_path, monkeypatch, train
 
     with pytest.raises(ConfigError, match="dataset_repo_id and/or model_repo_id"):
         _run_publish(tmp_path, monkeypatch, trained_dir)
-
-
-@pytest.mark.slow
-def test_wheel_ships_card_templates_and_schemas(tmp_path):
-    """A non-editable install must be able to render cards: the wheel carries model_cards/*.md as
-    negsynth_hf/templates/ and the stage schemas, and template_path finds them there."""
-    root = Path(__file__).resolve().parents[1]
-    build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(root),
-            "-w",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert build.returncode == 0, build.stderr[-2000:]
-    (wheel,) = tmp_path.glob("negsynth_hf-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for card in ("dataset_card.md", "model_card.md"):
-        assert f"negsynth_hf/templates/{card}" in names
-        assert (root / "model_cards" / card).read_bytes() == zipfile.ZipFile(wheel).read(
-            f"negsynth_hf/templates/{card}"
-        )
-    assert {n for n in names if n.startswith("negsynth_hf/synthesis/schemas/") and n.endswith(".json")}
-    site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from negsynth_hf.publish.cards import template_path; print(template_path('model_card.md'))",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(site)},
-    )
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    assert Path(probe.stdout.strip()) == site / "negsynth_hf" / "templates" / "model_card.md"

@@ -34,6 +34,6 @@ c = json.load(open(".gpu/all-MiniLM-L6-v2/config.json"))
 c["dtype"] = "float32"  # load as fp32 even where the fp16 file is read directly
 json.dump(c, open(".gpu/all-MiniLM-L6-v2/config.json", "w"), indent=2)
 PY
-data=$(.venv/bin/python -c "from negsynth_hf.paths import shared_data_dir; print(shared_data_dir())")
+data=$(.venv/bin/python -c "from benchmarks.reporting import data_dir; print(data_dir())")
 tar czf .gpu/data.tgz -C "$(dirname "$data")" "$(basename "$data")/cisi" "$(basename "$data")/cranfield" "$(basename "$data")/scifact"
 du -sh .gpu outputs/quality 2>/dev/null || true

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,10 @@ def _recipe_info(cfg: RecipeConfig, collection: Any, pairs: Any, val_ids: list[s
 
 
 def run_build(cfg: RecipeConfig) -> BuildOutput:
-    """Pairs -> build_dataset -> save. With N processes each rank synthesizes its shard (its own endpoint) into
-    the shared response cache; rank 0 then assembles the full set from that cache (no LLM call is repeated) so
-    that mining margins, verification and the cross-row source probe see the merged data."""
-    from negsynth_hf.build import build_dataset
+    """Pairs -> build_dataset -> save. With N processes each rank mines and synthesizes only its shard of the
+    pairs (its own endpoint: every LLM request is sent once, by one rank) and saves it; rank 0 then reads the
+    shards and runs the cross-row stages (verification, the source probe, assembly) on the merged rows."""
+    from negsynth_hf.build import ShardedBuild, build_dataset, build_shard
     from negsynth_hf.training import resolve_model_path
 
     start = time.perf_counter()
@@ -120,21 +121,35 @@ def run_build(cfg: RecipeConfig) -> BuildOutput:
         f"[build] {collection.name}/{cfg.data.train_split}: {len(pairs)} pairs, {len(val_ids)} validation queries "
         f"held out, corpus {len(corpus):,} docs"
     )
+    shards = None
     if state.num_processes > 1 and cfg.build.generator is not None:
-        shard = pairs.shard(num_shards=state.num_processes, index=state.process_index, contiguous=True)
-        logger.info("rank %d synthesizing %d rows", state.process_index, len(shard))
+        shards = ShardedBuild(_shard_folder(cfg), state.num_processes)
+        if state.is_main_process:
+            shutil.rmtree(shards.folder, ignore_errors=True)  # a crashed run's shards are not this run's
+        state.wait_for_everyone()
+        own = ShardedBuild(shards.folder, state.num_processes, index=state.process_index)
+        logger.info("rank %d synthesizing rows %s", state.process_index, own.rows_of(state.process_index, len(pairs)))
         kwargs = build_kwargs(cfg, generator_config(cfg, state.process_index), retriever)
-        build_dataset(shard, corpus=corpus, show_progress_bar=False, **kwargs)
+        build_shard(pairs, corpus=corpus, shards=own, show_progress_bar=False, **kwargs)
         state.wait_for_everyone()
     rows = 0
     if state.is_main_process:
-        result = build_dataset(pairs, corpus=corpus, **build_kwargs(cfg, generator_config(cfg, 0), retriever))
+        kwargs = build_kwargs(cfg, generator_config(cfg, 0), retriever)
+        result = build_dataset(pairs, corpus=corpus, shards=shards, **kwargs)
         info = _recipe_info(cfg, collection, pairs, val_ids, state.num_processes)
         result.with_recipe_info(info).save(cfg.dataset_dir)
+        if shards is not None:
+            shutil.rmtree(shards.folder, ignore_errors=True)
         rows = len(result.train)
         main_print(f"[build] saved {rows} rows to {cfg.dataset_dir}")
     state.wait_for_everyone()
     return BuildOutput(str(cfg.dataset_dir), rows, len(train_ids), len(val_ids), round(time.perf_counter() - start, 1))
+
+
+def _shard_folder(cfg: RecipeConfig) -> Path:
+    """Where the ranks hand their shards to rank 0: beside the dataset folder (every rank can reach it)."""
+    folder = Path(cfg.dataset_dir)
+    return folder.parent / f".{folder.name}.shards"
 
 
 def public_model_id(spec: str | None, cfg: RecipeConfig) -> str:

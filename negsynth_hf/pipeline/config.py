@@ -60,8 +60,12 @@ class DataConfig:
     )
     dataset: str = _f(
         "scifact",
-        "local: a collection name under the shared data dir ($NEGSYNTH_DATA_DIR or ../shared/data) or a folder "
-        "path; hub: the dataset id with 'corpus' and 'queries' configs, e.g. BeIR/scifact.",
+        "local: a collection name under data_dir or a folder path; hub: the dataset id with 'corpus' and "
+        "'queries' configs, e.g. BeIR/scifact.",
+    )
+    data_dir: str | None = _f(
+        None,
+        "local: the folder holding the collections a bare dataset name is looked up in; null: $NEGSYNTH_DATA_DIR.",
     )
     qrels_dataset: str | None = _f(None, "hub only: qrels dataset id (default '<dataset>-qrels').")
     train_split: str = _f("train", "qrels split the training queries come from.")

@@ -17,11 +17,18 @@ def load_collection(data: DataConfig) -> Any:
 
     folder = Path(data.dataset)
     if not folder.is_dir():
-        folder = shared_data_dir() / data.dataset
+        try:
+            root = shared_data_dir(data.data_dir)
+        except ValueError as err:
+            raise ConfigError(
+                f"data.dataset={data.dataset!r} is neither a folder nor a collection under a folder of collections: "
+                "none is set. Set data.data_dir (--data_dir) or $NEGSYNTH_DATA_DIR to the folder that holds it."
+            ) from err
+        folder = root / data.dataset
     if not folder.is_dir():
         raise ConfigError(
-            f"data.dataset={data.dataset!r} is neither a folder nor a collection under {shared_data_dir()} "
-            "(set $NEGSYNTH_DATA_DIR, give a BEIR-layout folder, or use data.source: hub)."
+            f"data.dataset={data.dataset!r} is neither a folder nor a collection under {folder.parent} "
+            "(set data.data_dir or $NEGSYNTH_DATA_DIR, give a BEIR-layout folder, or use data.source: hub)."
         )
     return load_beir(folder, splits=sorted({data.train_split, data.test_split}))
 

@@ -39,7 +39,7 @@ class MiningOptions:
 
 @dataclass(frozen=True)
 class Retriever:
-    """The retriever model, its id for provenance, and a cache key (``None`` when it cannot be identified)."""
+    """The retriever model, its id for provenance, and the key of its cached embeddings (``None``: not cached)."""
 
     model: Any
     id: str
@@ -77,19 +77,26 @@ def judge_mined_rows(rows: PairRows, mined: MinedRows, policy: Any) -> MinedRows
 
 
 def load_retriever(retriever: Any) -> Retriever:
-    """A SentenceTransformer from a model, a path/id, or ``None`` (the embedded all-MiniLM-L6-v2)."""
+    """A SentenceTransformer from a model, a path/id, or ``None`` (the embedded all-MiniLM-L6-v2), keyed by what
+    decides its embeddings: a folder by its files (:func:`~negsynth_hf.embeddings.folder_fingerprint`), a model
+    in memory or from the Hub by its weights (:func:`~negsynth_hf.embeddings.weights_fingerprint`), never by
+    its name alone (a model fine-tuned from MiniLM must not read MiniLM's cached embeddings)."""
     from sentence_transformers import SentenceTransformer
+
+    from negsynth_hf.embeddings import folder_fingerprint, weights_fingerprint
 
     if retriever is None:
         from negsynth_hf.paths import embedded_retriever_path
 
-        path = str(embedded_retriever_path())
-        return Retriever(SentenceTransformer(path), EMBEDDED_RETRIEVER_ID, path)
+        path = embedded_retriever_path()
+        return Retriever(SentenceTransformer(str(path)), EMBEDDED_RETRIEVER_ID, f"folder:{folder_fingerprint(path)}")
     if isinstance(retriever, (str, Path)):
-        key = str(Path(retriever).resolve()) if Path(retriever).exists() else str(retriever)
-        return Retriever(SentenceTransformer(str(retriever)), str(retriever), key)
+        model = SentenceTransformer(str(retriever))
+        if Path(retriever).is_dir():
+            return Retriever(model, str(retriever), f"folder:{folder_fingerprint(retriever)}")
+        return Retriever(model, str(retriever), f"weights:{weights_fingerprint(model)}")
     name = getattr(getattr(retriever, "model_card_data", None), "base_model", None)
-    return Retriever(retriever, name or type(retriever).__name__, name)
+    return Retriever(retriever, name or type(retriever).__name__, f"weights:{weights_fingerprint(retriever)}")
 
 
 def mine(
