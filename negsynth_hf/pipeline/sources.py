@@ -23,7 +23,13 @@ def load_collection(data: DataConfig) -> Any:
             f"data.dataset={data.dataset!r} is neither a folder nor a collection under {shared_data_dir()} "
             "(set $NEGSYNTH_DATA_DIR, give a BEIR-layout folder, or use data.source: hub)."
         )
-    return load_beir(folder, splits=sorted({data.train_split, data.test_split}))
+    try:
+        return load_beir(folder, splits=sorted({data.train_split, data.test_split}))
+    except (ValueError, OSError) as err:  # the reader names the file and line; say what to do about it
+        raise ConfigError(
+            f"{err} Fix that file, or point data.dataset at another BEIR-layout folder "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
+        ) from None
 
 
 def load_hub_collection(data: DataConfig) -> Any:
