@@ -50,9 +50,10 @@ def test_config_errors_exit_2_with_the_key(capsys):
     assert "negsynth train: error:" in err and "learning_rat" in err and "learning_rate" in err
 
 
-def test_missing_build_output_is_explained(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run `negsynth build` first"):
-        run_step("train", ["--run_dir", str(tmp_path)])
+def test_missing_build_output_is_explained(tmp_path, capsys):
+    for command in ("train", "diagnose"):
+        assert main([command, "--run_dir", str(tmp_path)]) == 2
+        assert "run `negsynth build` first" in _one_error_line(capsys, command)
 
 
 def test_missing_collection_is_a_config_error(tmp_path, capsys):
