@@ -261,3 +261,16 @@ def test_build_defaults_to_the_librarys_generator(capsys):
     assert "--generator (dict[str, Any] | null, default {'backend': 'llamacpp'})" in capsys.readouterr().out
     embedded = parse_step_args("build", ["--generator", "{backend: embedded}"])
     assert generator_config(embedded, 0).backend == "embedded"  # SmolLM2 through transformers, by name
+
+
+def test_llamacpp_builds_map_one_batch_per_set_of_server_slots():
+    """Synthesis progress advances as rows finish: a map batch is as many rows as the server decodes at once."""
+    from negsynth_hf.pipeline.build import build_kwargs, generator_config
+
+    cfg = parse_step_args("build", ["--generator", "{backend: llamacpp, n_parallel: 3}"])
+    assert build_kwargs(cfg, generator_config(cfg, 0), "r")["map_batch_size"] == 3
+    cfg = parse_step_args("build", ["--generator", "{n_parallel: 3}", "--build_options", "{map_batch_size: 8}"])
+    assert build_kwargs(cfg, generator_config(cfg, 0), "r")["map_batch_size"] == 8  # the user's choice stands
+    cfg = parse_step_args("build", ["--generator", "{backend: openai, model: m}"])
+    assert "map_batch_size" not in build_kwargs(cfg, generator_config(cfg, 0), "r")  # build_dataset's default
+    assert demo_defaults().build.generator == {"backend": "llamacpp"}  # the demo: one row per slot, 2 slots
