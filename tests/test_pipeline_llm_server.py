@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 from test_cli import _tiny_beir
