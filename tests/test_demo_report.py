@@ -77,3 +77,37 @@ def test_report_has_examples_timings_and_every_output_folder(tiny_model, tmp_pat
     # before a build there is nothing to show, and the report says where things would be
     empty = demo_report(parse_step_args("demo", ["--run_dir", str(tmp_path / "none")]), DemoResult(timings={}))
     assert "Generated negatives" not in empty and "Files:" in empty
+
+
+def test_summary_counters_say_what_they_count(tiny_model, tmp_path):
+    """``llm_calls`` (requests) and the cache's ``calls`` (batches) differ by design: each row says what it counts."""
+    built = build_dataset(
+        Dataset.from_dict(pairs(4)),
+        corpus=corpus(),
+        retriever=tiny_model,
+        generator=ScriptedSpec(cache_dir=str(tmp_path / "responses")),  # scripted (mock) LLM behind the real cache
+        strategy="naive",
+        num_mined=1,
+        num_generated=1,
+        cache_dir="",
+        show_progress_bar=False,
+    )
+    table = built.summary.to_markdown()
+    stats = built.summary.generator_stats
+    assert stats["misses"] == 4 and stats["calls"] == 1  # four requests went out in one batch
+    assert "| llm_calls: LLM requests of the synthesis, retries and cache hits included | 4 |" in table
+    assert "| calls: batches of those requests sent to the LLM | 1 |" in table
+    assert "| misses: requests the LLM answered (not in the cache) | 4 |" in table
+    assert "| discarded: rejected answers removed from the cache (a rerun asks again) | 0 |" in table
+
+
+def test_evaluation_table_names_the_test_that_gave_the_p_values():
+    from negsynth_hf.evaluation import EvaluationResult, ModelScores
+
+    scores = {"nDCG@10": 0.5, "MRR@10": 0.4, "Recall@100": 0.9}
+    result = EvaluationResult("scifact", "test", 300, 1000, 5183, [ModelScores("base", "b", scores, 1.0)])
+    result.models.append(ModelScores("trained", "t", {k: v + 0.01 for k, v in scores.items()}, 1.0))
+    result.significance = [{"metric": "ndcg@10", "p_value": 0.04}]
+    text = result.to_markdown()
+    assert "| p (paired randomization test) | 0.040 |" in text
+    assert "SciPy's permutation_test" in text and "(ranx)" not in text
