@@ -274,3 +274,10 @@ def test_llamacpp_builds_map_one_batch_per_set_of_server_slots():
     cfg = parse_step_args("build", ["--generator", "{backend: openai, model: m}"])
     assert "map_batch_size" not in build_kwargs(cfg, generator_config(cfg, 0), "r")  # build_dataset's default
     assert demo_defaults().build.generator == {"backend": "llamacpp"}  # the demo: one row per slot, 2 slots
+
+
+def test_unreachable_hub_dataset_is_one_error_line(tmp_path, capsys):
+    # the tests run with HF_HUB_OFFLINE=1 (conftest): the Hub cannot be reached, as on a machine without network
+    assert main(["build", "--source", "hub", "--dataset", "nobody/no-such-set", "--run_dir", str(tmp_path)]) == 2
+    line = _one_error_line(capsys, "build")
+    assert "data.dataset='nobody/no-such-set' (source: hub) could not be read" in line and "data.source: local" in line

@@ -65,14 +65,15 @@ def build_kwargs(cfg: RecipeConfig, generator: Any, retriever: str) -> dict[str,
 
 
 def check_build_section(cfg: RecipeConfig) -> None:
-    """Mistakes in the ``build`` section found before anything is loaded: an unknown profile, a ``build_options``
-    key ``build_dataset`` does not take (each a ConfigError naming the key and the valid values)."""
+    """Mistakes in the ``build`` section found before anything is loaded: a bad generator, an unknown profile, a
+    ``build_options`` key ``build_dataset`` does not take (each a ConfigError naming the key and the valid values)."""
     import inspect
 
     from negsynth_hf.build import build_dataset
     from negsynth_hf.synthesis.profiles import get_profile
 
     if cfg.build.generator is not None:
+        generator_config(cfg, 0)  # an unknown backend or generator key
         try:
             get_profile(cfg.build.profile)
         except (ValueError, TypeError, OSError) as err:
