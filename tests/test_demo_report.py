@@ -74,6 +74,7 @@ def test_report_has_examples_timings_and_every_output_folder(tiny_model, tmp_pat
         ("publish", cfg.staging_dir),
     ):
         assert f"  {name:<8} {folder}" in report
+    assert "(dry run: nothing was uploaded)" in report  # the demo never uploads
     # before a build there is nothing to show, and the report says where things would be
     empty = demo_report(parse_step_args("demo", ["--run_dir", str(tmp_path / "none")]), DemoResult(timings={}))
     assert "Generated negatives" not in empty and "Files:" in empty

@@ -158,7 +158,12 @@ def output_folders(cfg: RecipeConfig, *, staging_dir: str = "") -> str:
         ("dataset", cfg.dataset_dir, "train + provenance configs (load_from_disk), summary.md, build_config.json"),
         ("model", cfg.model_dir, "adapter/ (LoRA) and merged/ (a SentenceTransformer folder)"),
         ("results", cfg.eval_dir, "results.json, results.md"),
-        ("publish", staging, "what `negsynth publish` uploads: dataset/, model/, adapter/ with cards"),
+        (
+            "publish",
+            staging,
+            "dataset/, model/, adapter/ with cards: what `negsynth publish` uploads"
+            + (" (dry run: nothing was uploaded)" if cfg.publish.dry_run else ""),
+        ),
     ]
     width = max(len(str(path)) for _, path, _ in rows)
     return "\n".join(["Files:"] + [f"  {name:<8} {str(path):<{width}}  {what}" for name, path, what in rows])
