@@ -8,8 +8,8 @@ from test_transform_helpers import ScriptedSpec, corpus, pairs
 
 from negsynth_hf.artifacts import BuiltDataset
 from negsynth_hf.build import build_dataset
+from negsynth_hf.demo import demo_config
 from negsynth_hf.pipeline.demo import DemoResult, demo_report, example_negatives
-from negsynth_hf.recipe_config import parse_step_args
 
 
 def _built(tiny_model, tmp_path) -> tuple[BuiltDataset, dict]:
@@ -61,7 +61,7 @@ def test_examples_show_kept_and_masked_negatives_with_query_text_decision_and_re
 
 def test_report_has_examples_timings_and_every_output_folder(tiny_model, tmp_path):
     built, _ = _built(tiny_model, tmp_path)
-    cfg = parse_step_args("demo", ["--run_dir", str(tmp_path / "run")])
+    cfg = demo_config(["--run_dir", str(tmp_path / "run")])
     built.save(cfg.dataset_dir)
     timings = {"build": 12.3, "train": 45.6, "evaluate": 7.8, "publish": 0.4, "total": 66.1}
     report = demo_report(cfg, DemoResult(timings=timings))
@@ -76,7 +76,7 @@ def test_report_has_examples_timings_and_every_output_folder(tiny_model, tmp_pat
         assert f"  {name:<8} {folder}" in report
     assert "(dry run: nothing was uploaded)" in report  # the demo never uploads
     # before a build there is nothing to show, and the report says where things would be
-    empty = demo_report(parse_step_args("demo", ["--run_dir", str(tmp_path / "none")]), DemoResult(timings={}))
+    empty = demo_report(demo_config(["--run_dir", str(tmp_path / "none")]), DemoResult(timings={}))
     assert "Generated negatives" not in empty and "Files:" in empty
 
 
