@@ -35,6 +35,17 @@ RECIPE_INFO = "recipe_info.json"
 KNOWN_POSITIVES = "known_positives.json"
 
 
+#: counts whose key alone does not say what is counted (the summary table shows this next to the key)
+COUNT_MEANING: dict[str, str] = {
+    "llm_calls": "LLM requests of the synthesis, retries and cache hits included",
+    "llm_cached_calls": "of those, answered from the response cache",
+}
+
+
+def _label(key: str, meanings: dict[str, str]) -> str:
+    return f"{key}: {meanings[key]}" if key in meanings else key
+
+
 @dataclass
 class BuildSummary:
     """Counts, probe AUCs and stage timings of one build (also printed as a table at the end)."""
@@ -68,14 +79,16 @@ class BuildSummary:
 
     def to_markdown(self) -> str:
         lines = ["| Count | Value |", "|---|---:|"]
-        lines += [f"| {k} | {v:,} |" for k, v in self.counts.items()]
+        lines += [f"| {_label(k, COUNT_MEANING)} | {v:,} |" for k, v in self.counts.items()]
         lines += ["", "| Weights / probe | Value |", "|---|---:|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in self.weights.items()]
         lines += ["", "| Stage | Seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in self.timings.items()]
         if self.generator_stats:
-            lines += ["", "| LLM calls | Value |", "|---|---:|"]
-            lines += [f"| {k} | {v:,} |" for k, v in self.generator_stats.items()]
+            from negsynth_hf.generators.caching import STATS_MEANING
+
+            lines += ["", "| Response cache and LLM | Value |", "|---|---:|"]
+            lines += [f"| {_label(k, STATS_MEANING)} | {v:,} |" for k, v in self.generator_stats.items()]
         per = (self.guard.get("judge") or {}).get("per_judgment")
         if per:
             lines += ["", f"| Judge cost per judgment ({self.guard.get('policy')}) | Value |", "|---|---:|"]

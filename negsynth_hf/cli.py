@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "base vs trained on the test split: nDCG@10, MRR@10, Recall@100 -> results.json + results.md",
     "diagnose": "generative-discriminative gap report of a built dataset (spectrum, source probes, false negatives)",
     "publish": "stage dataset + merged model + adapter with cards, then upload to the Hub (unless --dry_run)",
-    "demo": "the whole pipeline on embedded defaults (MiniLM + SmolLM2 + SciFact), offline, CPU, < 20 min",
+    "demo": "the whole pipeline, offline on CPU: SciFact, all-MiniLM-L6-v2, Qwen2.5-Coder-1.5B on llama.cpp",
 }
 
 TOP_HELP = """usage: negsynth <command> [--config recipes/<task>/config.yaml] [--key value ...]
@@ -45,7 +45,7 @@ Every command reads one YAML task file (sections run, data, build, train, evalua
 takes --key value overrides; `negsynth <command> --help` lists every key with its default.
 
 Start here:
-  negsynth demo                                                      # offline end-to-end run (~15 min on 2 CPU cores)
+  negsynth demo                                                      # offline end-to-end run on the CPU
   negsynth build    --config recipes/scifact/config.yaml
   negsynth train    --config recipes/scifact/config.yaml --loss mined  # a baseline
   negsynth evaluate --config recipes/scifact/config.yaml

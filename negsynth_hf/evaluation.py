@@ -84,7 +84,11 @@ class EvaluationResult:
         if p:
             cells = " | ".join(f"{p[key]:.3f}" if key in p else "" for _, key, _ in _PAIRED)
             lines.append(f"| p (paired randomization test) | {cells} |")
-            lines += ["", f"p: two-sided, over the {self.num_queries} queries (ranx); < 0.05 = unlikely to be noise."]
+            lines += [
+                "",
+                f"p: two-sided paired randomization test over the {self.num_queries} queries (SciPy's "
+                "permutation_test on ranx's per-query scores); < 0.05 = unlikely to be noise.",
+            ]
         return "\n".join(lines) + "\n"
 
     def save(self, folder: str | Path) -> Path:

@@ -103,7 +103,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"{where}: {value!r} is not one of {_type_name(tp)}.")
+        raise ConfigError(f"{where}: {value!r} is not a valid value; use one of {_type_name(tp)}.")
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -157,8 +157,9 @@ def load_yaml_config(path: str | Path, config: RecipeConfig | None = None) -> Re
     config = config or RecipeConfig()
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist.")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}; pass --config recipes/<task>/config.yaml.")
+    data = _read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}).")
     for section, values in data.items():
@@ -176,6 +177,28 @@ def load_yaml_config(path: str | Path, config: RecipeConfig | None = None) -> Re
             _apply(obj, key, raw, f"{path}: {section}.{key}")
     config.config_file = str(path)
     return config
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; an unreadable file or a YAML syntax error is a ConfigError naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8.") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}.") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        detail = f"{context}, {problem}" if context else problem
+        raise ConfigError(
+            f"{where}: invalid YAML ({detail}). Check that line's indentation and quoting "
+            "(a value with ': ' or '#' needs quotes)."
+        ) from None
 
 
 def _split_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, str | None]], bool]:
@@ -221,7 +244,7 @@ def parse_step_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     config_file, pairs, want_help = _split_overrides(argv)
     if want_help:
-        print(format_help(step, prog=prog))
+        print(format_help(step, prog=prog, base=base))
         raise SystemExit(0)
     config = copy.deepcopy(base) if base is not None else RecipeConfig()
     if config_file:
@@ -257,13 +280,18 @@ def parse_step_args(
     return config
 
 
-def format_help(step: str, *, prog: str | None = None) -> str:
-    """Every key the step accepts, grouped by section, with type, default and help."""
+def format_help(step: str, *, prog: str | None = None, base: RecipeConfig | None = None) -> str:
+    """Every key the step accepts, grouped by section, with type, default and help.
+
+    ``base``: the step's own defaults (the demo's), shown instead of the dataclass defaults.
+    """
     prog = prog or f"negsynth {step}"
+    defaults = base if base is not None else RecipeConfig()
+    origin = "this command's defaults" if base is not None else "the defaults"
     lines = [
         f"usage: {prog} [--config recipes/<task>/config.yaml] [--key value ...]",
         "",
-        "Values come from the dataclass defaults, then the YAML file (sections below), then --key value overrides "
+        f"Values come from {origin} (below), then the YAML file (sections below), then --key value overrides "
         "(read as YAML; --section.key also works). Unknown keys are errors.",
     ]
     for section in STEP_SECTIONS[step]:
@@ -271,7 +299,7 @@ def format_help(step: str, *, prog: str | None = None) -> str:
         hints = _hints(cls)
         lines += ["", f"{section}:  {(cls.__doc__ or '').strip()}"]
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = getattr(getattr(defaults, section), f.name)
             lines.append(f"  --{f.name} ({_type_name(hints[f.name])}, default {default!r})")
             lines.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(lines)

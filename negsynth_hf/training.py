@@ -283,7 +283,11 @@ def train(
     an in-batch negative of it.
     """
     from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
 
+    # before the LoRA layers are made: their initial weights come from the global RNG (the Trainer seeds it only
+    # after), so without this a run depends on whatever drew random numbers earlier in the process
+    set_seed(seed)
     output_dir = Path(output_dir)
     model = model or load_model(base_model, max_seq_length=config.max_seq_length)
     if config.max_seq_length:

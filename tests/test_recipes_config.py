@@ -109,7 +109,7 @@ def test_unknown_cli_key_and_key_of_unused_section():
 def test_type_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="--lora_r: expected an integer"):
         parse_step_args("train", ["--lora_r", "many"])
-    with pytest.raises(ConfigError, match="train.loss.*not one of"):
+    with pytest.raises(ConfigError, match="train.loss.*not a valid value; use one of"):
         parse_step_args("train", ["--config", write(tmp_path, "train: {loss: triplet}\n")])
     with pytest.raises(ConfigError, match="needs a value"):
         parse_step_args("train", ["--learning_rate"])
@@ -171,3 +171,14 @@ def test_naive_baseline_build_options_reach_build_dataset():
     kwargs = build_kwargs(parse_step_args("build", argv), object(), "retriever")
     assert kwargs["guard_policy"] == "off" and kwargs["source_weights"] is False and kwargs["strategy"] == "naive"
     assert set(kwargs) <= set(inspect.signature(build_dataset).parameters)
+
+
+@pytest.mark.parametrize("task", ["scifact", "cisi", "cranfield"])
+def test_task_recipes_use_the_librarys_default_generator(task):
+    from negsynth_hf.generators import GeneratorConfig
+    from negsynth_hf.pipeline.build import generator_config
+
+    cfg = load_yaml_config(RECIPES / task / "config.yaml")
+    generator = generator_config(cfg, 0)
+    assert generator.backend == GeneratorConfig().backend == "llamacpp" and generator.model is None
+    assert cfg.build.query_editor == "auto"  # the model's own recommendation, not SmolLM2's rules

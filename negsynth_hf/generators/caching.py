@@ -183,6 +183,20 @@ def usable_response(request: ChatRequest, response: ChatResponse) -> bool:
     return True
 
 
+#: what each of :attr:`CachingGenerator.stats` counts, in the words a build summary shows next to the key
+STATS_MEANING: dict[str, str] = {
+    "hits": "requests answered from the response cache",
+    "misses": "requests the LLM answered (not in the cache)",
+    "calls": "batches of those requests sent to the LLM",
+    "errors": "requests the LLM failed to answer",
+    "uncached": "answers returned but not cached (unusable)",
+    "write_errors": "answers whose cache write failed",
+    "discarded": "rejected answers removed from the cache (a rerun asks again)",
+    "kept_rejected": "rejected answers kept in the cache (keep_rejected)",
+    "corrupt": "unreadable cache entries (treated as misses)",
+}
+
+
 class CachingGenerator:
     """Wraps a :class:`ChatGenerator`: cache hits come back with ``cached=True`` without calling ``inner``.
 

@@ -56,10 +56,44 @@ def build_kwargs(cfg: RecipeConfig, generator: Any, retriever: str) -> dict[str,
         kwargs["profile"] = b.profile
         if b.query_editor != "auto":  # only when set: build_options may still pass it
             kwargs["query_editor"] = b.query_editor
+    if getattr(generator, "backend", None) == "llamacpp" and "map_batch_size" not in b.build_options:
+        # one map batch per set of server slots: every slot stays busy and the progress bar advances as rows finish
+        kwargs["map_batch_size"] = generator.n_parallel
     overlap = set(kwargs) & set(b.build_options)
     if overlap - {"seed"}:
         raise ConfigError(f"build.build_options repeats {sorted(overlap)}: set those as build keys instead.")
     return {**kwargs, **b.build_options}
+
+
+def check_build_section(cfg: RecipeConfig) -> None:
+    """Mistakes in the ``build`` section found before anything is loaded: a bad generator, an unknown profile, a
+    ``build_options`` key ``build_dataset`` does not take (each a ConfigError naming the key and the valid values)."""
+    import inspect
+
+    from negsynth_hf.build import build_dataset
+    from negsynth_hf.synthesis.profiles import get_profile
+
+    if cfg.build.generator is not None:
+        generator_config(cfg, 0)  # an unknown backend or generator key
+        try:
+            get_profile(cfg.build.profile)
+        except (ValueError, TypeError, OSError) as err:
+            raise ConfigError(f"build.profile: {err}") from None
+    valid = set(inspect.signature(build_dataset).parameters) - {"pairs"}
+    unknown = sorted(set(cfg.build.build_options) - valid)
+    if unknown:
+        raise ConfigError(
+            f"build.build_options: build_dataset takes no keyword {', '.join(map(repr, unknown))}; "
+            f"valid keywords: {', '.join(sorted(valid))}."
+        )
+
+
+def stop_llm_servers() -> None:
+    """Stop the llama.cpp servers this process started (a build's generator frees its memory before training;
+    the next build starts a fresh one). A no-op when none runs."""
+    from negsynth_hf.generators.llamacpp import stop_servers
+
+    stop_servers()
 
 
 def _pairs_and_corpus(cfg: RecipeConfig, collection: Any) -> tuple[Any, list[str], list[str], list[str]]:
@@ -114,6 +148,7 @@ def run_build(cfg: RecipeConfig) -> BuildOutput:
 
     start = time.perf_counter()
     state = process_state()
+    check_build_section(cfg)
     collection = load_collection(cfg.data)
     pairs, corpus, train_ids, val_ids = _pairs_and_corpus(cfg, collection)
     retriever = resolve_model_path(cfg.build.retriever or cfg.run.base_model)
@@ -121,28 +156,34 @@ def run_build(cfg: RecipeConfig) -> BuildOutput:
         f"[build] {collection.name}/{cfg.data.train_split}: {len(pairs)} pairs, {len(val_ids)} validation queries "
         f"held out, corpus {len(corpus):,} docs"
     )
-    shards = None
-    if state.num_processes > 1 and cfg.build.generator is not None:
-        shards = ShardedBuild(_shard_folder(cfg), state.num_processes)
-        if state.is_main_process:
-            shutil.rmtree(shards.folder, ignore_errors=True)  # a crashed run's shards are not this run's
-        state.wait_for_everyone()
-        own = ShardedBuild(shards.folder, state.num_processes, index=state.process_index)
-        logger.info("rank %d synthesizing rows %s", state.process_index, own.rows_of(state.process_index, len(pairs)))
-        kwargs = build_kwargs(cfg, generator_config(cfg, state.process_index), retriever)
-        build_shard(pairs, corpus=corpus, shards=own, show_progress_bar=False, **kwargs)
-        state.wait_for_everyone()
     rows = 0
-    if state.is_main_process:
-        kwargs = build_kwargs(cfg, generator_config(cfg, 0), retriever)
-        result = build_dataset(pairs, corpus=corpus, shards=shards, **kwargs)
-        info = _recipe_info(cfg, collection, pairs, val_ids, state.num_processes)
-        result.with_recipe_info(info).save(cfg.dataset_dir)
-        if shards is not None:
-            shutil.rmtree(shards.folder, ignore_errors=True)
-        rows = len(result.train)
-        main_print(f"[build] saved {rows} rows to {cfg.dataset_dir}")
-    state.wait_for_everyone()
+    try:
+        shards = None
+        if state.num_processes > 1 and cfg.build.generator is not None:
+            shards = ShardedBuild(_shard_folder(cfg), state.num_processes)
+            if state.is_main_process:
+                shutil.rmtree(shards.folder, ignore_errors=True)  # a crashed run's shards are not this run's
+            state.wait_for_everyone()
+            own = ShardedBuild(shards.folder, state.num_processes, index=state.process_index)
+            logger.info(
+                "rank %d synthesizing rows %s", state.process_index, own.rows_of(state.process_index, len(pairs))
+            )
+            kwargs = build_kwargs(cfg, generator_config(cfg, state.process_index), retriever)
+            build_shard(pairs, corpus=corpus, shards=own, show_progress_bar=False, **kwargs)
+            state.wait_for_everyone()
+        if state.is_main_process:
+            kwargs = build_kwargs(cfg, generator_config(cfg, 0), retriever)
+            result = build_dataset(pairs, corpus=corpus, shards=shards, **kwargs)
+            info = _recipe_info(cfg, collection, pairs, val_ids, state.num_processes)
+            result.with_recipe_info(info).save(cfg.dataset_dir)
+            if shards is not None:
+                shutil.rmtree(shards.folder, ignore_errors=True)
+            rows = len(result.train)
+            main_print(f"[build] saved {rows} rows to {cfg.dataset_dir}")
+        state.wait_for_everyone()
+    finally:
+        if cfg.build.generator is not None:
+            stop_llm_servers()  # after every rank is done with it: a shared server serves them all
     return BuildOutput(str(cfg.dataset_dir), rows, len(train_ids), len(val_ids), round(time.perf_counter() - start, 1))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from negsynth_hf.synthesis.config import QueryEditor, Strategy
 from negsynth_hf.training_config import TrainConfig
 from negsynth_hf.training_config import config_field as _f
 
@@ -90,9 +91,11 @@ class BuildConfig:
 
     dataset_dir: str | None = _f(None, "Output folder of the built dataset (default <run_dir>/dataset).")
     generator: dict[str, Any] | None = _f(
-        {"backend": "embedded"},
-        "GeneratorConfig keys (backend, model, base_url, api_key_env, max_concurrency, ...); null builds a "
-        "mined-only dataset (no LLM calls).",
+        {"backend": "llamacpp"},
+        "GeneratorConfig keys (backend, model, base_url, api_key_env, max_concurrency, ...). backend: llamacpp "
+        "(the library's default: Qwen2.5-Coder-1.5B-Instruct GGUF served by llama.cpp, offline), openai (any "
+        "OpenAI-compatible server), transformers (a local causal LM) or embedded (SmolLM2-135M through "
+        "transformers). null builds a mined-only dataset (no LLM calls).",
     )
     base_urls: list[str] | None = _f(
         None,
@@ -105,12 +108,12 @@ class BuildConfig:
         "Mine from at most this many documents: the judged ones of the selected queries plus seeded random others "
         "(null = the full corpus). For smoke tests and quick trials.",
     )
-    strategy: str = _f(
+    strategy: Strategy = _f(
         "auto",
         "Synthesis strategy: counterfactual, naive, query_edit or auto (what the generator recommends, else "
         "counterfactual; see negsynth_hf.build.build_dataset).",
     )
-    query_editor: str = _f(
+    query_editor: QueryEditor = _f(
         "auto",
         "query_edit's one-detail editor: llm, rules (edit made in code; for models too small to edit, e.g. "
         "SmolLM2), llm_then_rules (rules replace LLM edits that fail the check) or auto (the generator's choice).",

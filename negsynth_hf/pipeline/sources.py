@@ -11,7 +11,13 @@ from negsynth_hf.pipeline.config import ConfigError, DataConfig, RecipeConfig
 def load_collection(data: DataConfig) -> Any:
     """The judged collection named by ``data`` (local BEIR folder, or BEIR-style Hub datasets)."""
     if data.source == "hub":
-        return load_hub_collection(data)
+        try:
+            return load_hub_collection(data)
+        except (OSError, ValueError, KeyError) as err:  # no network, an unknown id, a dataset of another layout
+            raise ConfigError(
+                f"data.dataset={data.dataset!r} (source: hub) could not be read: {type(err).__name__}: {str(err).rstrip('.')}. "
+                "Check the dataset id and the network, or use a local BEIR folder (data.source: local)."
+            ) from None
     from negsynth_hf.data import load_beir
     from negsynth_hf.paths import shared_data_dir
 
@@ -30,7 +36,13 @@ def load_collection(data: DataConfig) -> Any:
             f"data.dataset={data.dataset!r} is neither a folder nor a collection under {folder.parent} "
             "(set data.data_dir or $NEGSYNTH_DATA_DIR, give a BEIR-layout folder, or use data.source: hub)."
         )
-    return load_beir(folder, splits=sorted({data.train_split, data.test_split}))
+    try:
+        return load_beir(folder, splits=sorted({data.train_split, data.test_split}))
+    except (ValueError, OSError) as err:  # the reader names the file and line; say what to do about it
+        raise ConfigError(
+            f"{err} Fix that file, or point data.dataset at another BEIR-layout folder "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
+        ) from None
 
 
 def load_hub_collection(data: DataConfig) -> Any:

@@ -13,13 +13,22 @@ from negsynth_hf.pipeline.sources import load_collection
 logger = logging.getLogger("negsynth_hf")
 
 
+def load_built(folder: Path) -> Any:
+    """The built dataset in ``folder``; a missing one is a ConfigError that says which step makes it."""
+    from negsynth_hf.artifacts import BuiltDataset
+
+    try:
+        return BuiltDataset.load(folder)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+
+
 def run_train(cfg: RecipeConfig) -> Any:
     """LoRA fine-tuning on the built dataset, with a validation evaluator on the held-out training queries."""
-    from negsynth_hf.artifacts import BuiltDataset
     from negsynth_hf.data import evaluator_inputs
     from negsynth_hf.training import ir_evaluator, train
 
-    built = BuiltDataset.load(cfg.train_dataset_dir)
+    built = load_built(cfg.train_dataset_dir)
     evaluator = None
     if built.validation_query_ids:
         collection = load_collection(cfg.data)
@@ -90,14 +99,13 @@ def run_evaluate(cfg: RecipeConfig) -> Any:
 
 def run_diagnose(cfg: RecipeConfig) -> Any:
     """The gap report of the built dataset, through the retriever whose view is diagnosed."""
-    from negsynth_hf.artifacts import BuiltDataset
     from negsynth_hf.diagnostics import diagnose
     from negsynth_hf.training import resolve_model_path
 
     state = process_state()
     report = None
     if state.is_main_process:
-        built = BuiltDataset.load(cfg.dataset_dir)
+        built = load_built(cfg.dataset_dir)
         model = resolve_model_path(cfg.diagnose.diagnose_model or cfg.build.retriever or cfg.run.base_model)
         figures = cfg.diagnose.figures
         if figures:
