@@ -163,9 +163,7 @@ _PARTICIPLES = frozenset(
 )  # fmt: skip
 _VAGUE = re.compile(r"^(?:(?:a|an|some)\s+)?(?:different|other|another|various|unspecified)\b", re.IGNORECASE)
 _NEGATING_PREFIX = re.compile(r"^(?:non-?|un|in|im|il|ir|dis|a)(?=\w)", re.IGNORECASE)
-_RANGE = re.compile(
-    r"(?<![\w.])(\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to|and)\s*(\d+(?:\.\d+)?)(?!\w|\.\d)", re.IGNORECASE
-)
+_RANGE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to|and)\s*(\d+(?:\.\d+)?)(?!\w|\.\d)", re.IGNORECASE)
 _HEALTHY_WITH_CONDITION = re.compile(r"^\s*(?:with|who (?:have|had|suffer)|suffering)\b", re.IGNORECASE)
 
 
@@ -218,15 +216,15 @@ def edit_problem(query: str, old: str, new: str, *, edited: str | None = None) -
     if _same_meaning(old, new):
         return EditProblem("same_meaning", f"{old!r} -> {new!r} keeps the meaning; change what the query asks")
     start = _span_start(query, old, new, edited)
-    rest = query[:start] + " " + query[start + len(old):]
+    rest = query[:start] + " " + query[start + len(old) :]
     if re.search(rf"(?<![\w.]){re.escape(new)}(?!\w|\.\d)", rest, re.IGNORECASE):
         return EditProblem("replacement_in_query", f"{new!r} already occurs in the query; pick another value")
-    before, after = _words_of(query[:start]), _words_of(query[start + len(old):])
+    before, after = _words_of(query[:start]), _words_of(query[start + len(old) :])
     if wo[-1] in _AUXILIARY and wn[-1] in _LACK and _auxiliary_use(before, after):
         return EditProblem("auxiliary_flip", f"{old!r} is an auxiliary here; {new!r} makes the query ungrammatical")
-    if "healthy" in wn and _HEALTHY_WITH_CONDITION.match(query[start + len(old):]):
+    if "healthy" in wn and _HEALTHY_WITH_CONDITION.match(query[start + len(old) :]):
         return EditProblem("contradictory_population", f"{new!r} cannot have the condition the query names")
-    new_query = edited if edited is not None else query[:start] + new + query[start + len(old):]
+    new_query = edited if edited is not None else query[:start] + new + query[start + len(old) :]
     if any(a < b for a, b in _ranges(query)) and any(a >= b for a, b in _ranges(new_query)):
         return EditProblem("inverted_range", "the edit turns a number range upside down; keep ranges ascending")
     return None
@@ -235,6 +233,7 @@ def edit_problem(query: str, old: str, new: str, *, edited: str | None = None) -
 def _same_meaning(old: str, new: str) -> bool:
     """Only inflection, spelling or a doubled negating prefix differs ("Alzheimers"/"Alzheimer's",
     "non-infertile"/"fertile")."""
+
     def core(s: str) -> str:
         return re.sub(r"(?:'s|s)$", "", re.sub(r"[^\w']|_", "", s.lower()))
 
@@ -250,7 +249,7 @@ def _same_meaning(old: str, new: str) -> bool:
 
 
 def _auxiliary_use(before: list[str], after: list[str]) -> bool:
-    """"has/have" as an auxiliary: it opens a question, or a participle (or "anyone"/"any") follows it."""
+    """An auxiliary "has/have": it opens a question, or a participle (or "anyone"/"any") follows it."""
     if not before or (before[0] in _QUESTION_START and len(before) <= 4):
         return True
     nxt = after[0] if after else ""
