@@ -15,6 +15,7 @@ config; how slots are filled when a negative is missing or rejected is :mod:`neg
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ class BuildOptions:
     seed: int
     show_progress_bar: bool
     cache_root: Path | None
-    guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: "margin")
+    guard_policy: Any = None  # negsynth_hf.verification.GuardPolicy (None: the GuardPolicy default, "contrast")
     mined_judge: Any = None  # negsynth_hf.verification.MinedJudge (None: mined negatives are not judged)
 
 
@@ -98,7 +99,7 @@ def build_dataset(
     show_progress_bar: bool = True,
     cache_dir: str | None = None,
     query_editor: QueryEditor = SYNTHESIS.query_editor,
-    guard_policy: Any = "margin",
+    guard_policy: Any = "contrast",
     mined_judge: Any = None,
 ) -> BuildResult:
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
@@ -131,9 +132,12 @@ def build_dataset(
         false_negative_guard: verify generated negatives (retriever margins, near-duplicates, ``judges``);
             False keeps every generated text with its flags recorded (the naive baseline).
         judges: extra :class:`~negsynth_hf.verify.NegativeJudge` objects (``CrossEncoderJudge``, ``LLMJudge``);
-            they veto under the ``margin`` policy only.
-        guard_policy: which rule, check or judge decides on generated negatives: ``"margin"`` (today's rule),
-            ``"checks"`` (rules and the edit check decide inside the margin band, no LLM), ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
+            they veto under the ``margin`` policy only (with another policy they are an error, never ignored).
+        guard_policy: which rule, check or judge decides on generated negatives: ``"contrast"`` (default: a
+            query-edit negative is kept when its edit makes sense, its passage carries it and the retriever finds it
+            closer to the edited query than to the original; other negatives keep the margin rule; no LLM),
+            ``"margin"`` (the retriever margin alone), ``"checks"`` (rules and the edit check decide inside the margin
+            band, no LLM), ``"off"``, or a :class:`~negsynth_hf.verification.GuardPolicy` (``judge``/``combined`` modes carry a
             :class:`~negsynth_hf.verification.RelevanceJudge`); every decision is in provenance
             (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and counted (``guard_*``, ``judge_*``).
         mined_judge: a :class:`~negsynth_hf.verification.MinedJudge` (RLHN): mined negatives its relevance judge
@@ -189,7 +193,7 @@ def build_dataset(
     options = BuildOptions(
         int(num_mined), g, false_negative_guard, tuple(judges), source_weights, hardness, map_batch_size,
         num_proc, encode_batch_size, probe_splits, seed, show_progress_bar, _cache_root(cache_dir),
-        _guard_policy(guard_policy), mined_judge,
+        _guard_policy(guard_policy, judges), mined_judge,
     )  # fmt: skip
     result = run_stages(rows, corpus, retriever, generator, synthesis, mining, options)
     if show_progress_bar:
@@ -197,16 +201,21 @@ def build_dataset(
     return result
 
 
-def _guard_policy(policy: Any) -> Any:
-    """A :class:`GuardPolicy` from a policy or a mode name (modes that need a judge need a GuardPolicy)."""
+def _guard_policy(policy: Any, judges: Sequence[Any] = ()) -> Any:
+    """A :class:`GuardPolicy` from a policy or a mode name (modes that need a judge need a GuardPolicy); legacy
+    ``judges`` veto under ``margin`` only, so with another policy they are an error rather than ignored."""
     from negsynth_hf.verification.policy import GuardPolicy
 
-    if isinstance(policy, GuardPolicy):
-        return policy
-    if policy in ("margin", "checks", "off"):
-        return GuardPolicy(mode=policy)
+    resolved = GuardPolicy(mode=policy) if policy in ("contrast", "margin", "checks", "off") else policy
+    if isinstance(resolved, GuardPolicy):
+        if judges and resolved.mode != "margin":
+            raise ValueError(
+                f"judges veto generated negatives under guard_policy='margin' only (got {resolved.mode!r}); pass "
+                "guard_policy='margin' to use them, or a GuardPolicy with a RelevanceJudge (mode 'judge'/'combined')"
+            )
+        return resolved
     raise ValueError(
-        f"guard_policy must be 'margin', 'checks', 'off' or a GuardPolicy (for 'judge'/'combined': "
+        f"guard_policy must be 'contrast', 'margin', 'checks', 'off' or a GuardPolicy (for 'judge'/'combined': "
         f"GuardPolicy(mode=..., judge=RelevanceJudge(...))), got {policy!r}"
     )
 
@@ -239,6 +248,9 @@ def run_stages(
     o, timings = options, {}
     with _timed(timings, "load_retriever"):
         model = mine.load_retriever(retriever)
+    policy = o.guard_policy
+    if policy is not None and policy.mode == "contrast" and policy.encoder is None:  # the retriever scores it
+        o = dataclasses.replace(o, guard_policy=dataclasses.replace(policy, encoder=model.model))
     mined = mine.MinedRows.none(len(rows))
     if o.num_mined > 0:
         with _timed(timings, "mine"):
@@ -281,7 +293,7 @@ def run_stages(
         built.counts, assembly.weight_summary(built.slots, weights), timings, generated.generator_stats,
         guard={"policy": verdicts.policy, "judge": verdicts.judge_stats} if verdicts.policy != "margin" else {},
     )  # fmt: skip
-    config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, options, corpus, mined)
+    config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, o, corpus, mined)
     return BuiltDataset(
         built.train, built.provenance, summary, config, o.num_mined, o.num_generated, rows.known_positives
     )
