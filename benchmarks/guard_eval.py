@@ -147,6 +147,9 @@ def write_blind(collection: str, out: Path) -> int:
 PROFILES = {"scifact": "scientific", "cranfield": "aeronautics", "cisi": "information_science"}
 RECORDED_POLICIES = ("off", "margin", "checks", "judge", "combined")
 NEW_POLICY = "contrast"
+#: a diagnosis, not a candidate: ``contrast`` with both thresholds off (its code checks alone)
+ABLATION = "contrast_checks_only"
+NO_THRESHOLDS = {"min_contrast": -1.0, "min_sim_query": -1.0}
 #: the thresholds tried on the development half: min_contrast x min_sim_query
 CONTRAST_GRID = tuple(round(-0.05 + 0.005 * i, 3) for i in range(41))
 SIM_QUERY_GRID = tuple(round(0.05 * i, 2) for i in range(13))
@@ -296,11 +299,13 @@ def evaluate(encoder: Any, *, thresholds: dict[str, float] | None = None) -> dic
     results: dict[str, Any] = {}
     for c, (items, cands) in data.items():
         decided = contrast_decisions(c, cands, encoder, **chosen)
-        for item, d in zip(items, decided, strict=True):
-            item["decisions"][NEW_POLICY] = d.decision
+        checks_only = contrast_decisions(c, cands, encoder, **NO_THRESHOLDS)
+        for item, d, d0 in zip(items, decided, checks_only, strict=True):
+            item["decisions"][NEW_POLICY], item["decisions"][ABLATION] = d.decision, d0.decision
             item["contrast_reason"] = f"{d.reason}: {d.detail}".rstrip(": ")
+            item["contrast_reason_code"] = d.reason
         per: dict[str, Any] = {}
-        for policy in (*RECORDED_POLICIES, NEW_POLICY):
+        for policy in (*RECORDED_POLICIES, NEW_POLICY, ABLATION):
             per[policy] = {}
             for split in ("eval", "dev"):
                 sub = [i for i in items if i["split"] == split and policy in i["decisions"]]
@@ -309,8 +314,36 @@ def evaluate(encoder: Any, *, thresholds: dict[str, float] | None = None) -> dic
                                                           [i["decisions"][policy] == "kept" for i in sub])  # fmt: skip
             if not per[policy]:
                 del per[policy]
-        results[c] = {"policies": per, "items": items}
+        results[c] = {"policies": per, "items": items, "edit_checks": edit_check_shares(items, cands)}
     return {"choice": choice, "thresholds": chosen, "library_defaults": library, "results": results}
+
+
+def edit_check_shares(items: Sequence[dict[str, Any]], cands: Sequence[Any]) -> dict[str, Any]:
+    """True share among all labelled texts vs among those whose edit passes
+    :func:`~negsynth_hf.synthesis.edits.edit_problem`, per half (what the edit checks buy at generation time)."""
+    from negsynth_hf.synthesis.edits import edit_problem
+
+    out: dict[str, Any] = {}
+    for split in ("eval", "dev"):
+        rows = [(i, c) for i, c in zip(items, cands, strict=True) if i["split"] == split]
+        passing = [i for i, c in rows if i.get("changed_span") and edit_problem(
+            c.query, *i["changed_span"], edited=i["edited_query"]) is None]  # fmt: skip
+        share = {}
+        for name, sub in (("all", [i for i, _ in rows]), ("edit_checks_pass", passing)):
+            n_true = sum(i["label"] == "true" for i in sub)
+            share[name] = {"n": len(sub), "n_true": n_true, "true_share": n_true / len(sub) if sub else None}
+        out[split] = share
+    return out
+
+
+def masked_by_reason(items: Sequence[dict[str, Any]], split: str = "eval") -> dict[str, dict[str, int]]:
+    """``{reason: {label: count}}`` of the recommended policy on one half: which rule costs which texts."""
+    out: dict[str, dict[str, int]] = {}
+    for i in items:
+        if i["split"] == split:
+            row = out.setdefault(i["contrast_reason_code"], {})
+            row[i["label"]] = row.get(i["label"], 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _examples(items: Sequence[dict[str, Any]], decision: str, n: int = 5) -> list[dict[str, Any]]:
@@ -323,7 +356,8 @@ def _examples(items: Sequence[dict[str, Any]], decision: str, n: int = 5) -> lis
 
 def write_results(report: dict[str, Any], results_dir: Path) -> None:
     out = reporting.result_paths(results_dir, "guard_eval")
-    summary = {c: {"policies": r["policies"], "kept_examples": _examples(r["items"], "kept"),
+    summary = {c: {"policies": r["policies"], "edit_checks": r["edit_checks"],
+                   "contrast_reasons_eval": masked_by_reason(r["items"]), "kept_examples": _examples(r["items"], "kept"),
                    "masked_examples": _examples(r["items"], "masked")} for c, r in report["results"].items()}  # fmt: skip
     choice = {**report["choice"], "grid": report["choice"]["grid"]}
     reporting.write_json(out["json"], {"thresholds": report["thresholds"], "library_defaults": report["library_defaults"],
@@ -335,7 +369,8 @@ def write_results(report: dict[str, Any], results_dir: Path) -> None:
         "Labels: `benchmarks/data/labels/` (true / false / junk, read blind to scores; README there). A policy's",
         "precision is the share of the texts it keeps that are `true`; recall the share of `true` texts it keeps.",
         "`off` keeps everything: its precision is the true share among the generated texts. `judge`/`combined`",
-        "decisions exist for the guard-policy builds' texts only (fewer texts).", "",
+        "decisions exist for the guard-policy builds' texts only (fewer texts). `contrast_checks_only` is a",
+        "diagnosis, not a candidate: `contrast` with both thresholds off (its code checks alone).", "",
         f"`contrast` thresholds, chosen on the development half ({report['choice']['criterion']}): "
         f"min_contrast = {t['min_contrast']}, min_sim_query = {t['min_sim_query']} (library defaults: "
         f"{report['library_defaults']}). Targets on the evaluation half: precision >= {TARGETS['precision']}, "
@@ -345,6 +380,18 @@ def write_results(report: dict[str, Any], results_dir: Path) -> None:
         "## Development half (thresholds chosen here)", "",
         *reporting.markdown_table(header, _table_rows(report["results"], "dev"), ["l", "l"] + ["r"] * 6), "",
     ]  # fmt: skip
+    lines += ["## Edit checks: true share among all texts vs texts whose edit passes `edit_problem`", "",
+              *reporting.markdown_table(
+                  ["collection", "half", "all: n", "all: true share", "passing: n", "passing: true share"],
+                  [[c, h, str(v["all"]["n"]), reporting.fmt(v["all"]["true_share"]), str(v["edit_checks_pass"]["n"]),
+                    reporting.fmt(v["edit_checks_pass"]["true_share"])]
+                   for c, r in summary.items() for h, v in r["edit_checks"].items()], ["l", "l", "r", "r", "r", "r"]),
+              ""]  # fmt: skip
+    lines += ["## `contrast` decisions by reason and label (evaluation half)", "",
+              *reporting.markdown_table(["collection", "reason", "true", "false", "junk"],
+                                        [[c, reason, *(str(v.get(lab, 0)) for lab in LABEL_VALUES)]
+                                         for c, r in summary.items() for reason, v in r["contrast_reasons_eval"].items()],
+                                        ["l", "l", "r", "r", "r"]), ""]  # fmt: skip
     for c, r in summary.items():
         lines += [f"## {c}: examples under `contrast` (evaluation half)", ""]
         for kind in ("kept", "masked"):

@@ -96,7 +96,7 @@ def verify_generated(
 ) -> Verdicts:
     """Judge every generated item; ``enabled=False`` (the naive baseline) keeps all, with their flags recorded.
 
-    ``policy`` (a :class:`~negsynth_hf.verification.policy.GuardPolicy`; ``None``: ``margin``) decides from the
+    ``policy`` (a :class:`~negsynth_hf.verification.policy.GuardPolicy`; ``None``: its default) decides from the
     retriever scores, the transform's per-negative ``records`` (the edit, the broken requirement) and its judge.
     Legacy ``judges`` veto under ``margin`` only.
     """
