@@ -4,6 +4,8 @@
 - :mod:`~negsynth_hf.verification.judge`: an LLM relevance judge over the generator protocol, with probabilities
   from logprobs (votes otherwise) and the collection's relevance definition from its profile;
 - :mod:`~negsynth_hf.verification.policy`: the guard policy that combines them with the margin rule;
+- :mod:`~negsynth_hf.verification.contrast`: the default ``contrast`` policy's rule (edit checks, and whether the
+  retriever finds a query-edit passage closer to the edited query than to the original);
 - :mod:`~negsynth_hf.verification.mined`: the same judge on mined negatives (RLHN), ``build_dataset(mined_judge=)``.
 
 The original guard (:mod:`negsynth_hf.verify`) keeps its public names.
