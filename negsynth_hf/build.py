@@ -14,6 +14,7 @@ config; how slots are filled when a negative is missing or rejected is :mod:`neg
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def build_dataset(
     max_score: float | None = None,
     min_score: float | None = None,
     sampling_strategy: Literal["random", "top"] = "top",
-    guard_policy: str | GuardPolicy = "margin",
+    guard_policy: str | GuardPolicy = "contrast",
     mined_judge: MinedJudge | None = None,
     source_weights: bool = True,
     hardness: bool = True,
@@ -136,11 +137,13 @@ def build_dataset(
             guard's margin band for generated negatives (a generated negative must clear the bar a mined one
             does); with both ``None`` the guard uses ``absolute_margin=0`` (must score below the positive).
         guard_policy: the false-negative guard, which rule, check or judge decides on generated negatives:
-            ``"margin"`` (near-duplicates of the positive and texts inside the margin band are masked),
-            ``"checks"`` (inside the band, deterministic checks of the query edit decide; no LLM), ``"off"``
-            (keep every generated text, flags recorded: the naive baseline), or a
-            :class:`~negsynth_hf.verification.GuardPolicy` (``mode="judge"``/``"combined"`` carry a judge:
-            :class:`~negsynth_hf.verification.RelevanceJudge` or
+            ``"contrast"`` (default: a query-edit negative is kept when its edit makes sense and changes the
+            meaning, its passage carries the edit, and the retriever finds it on topic and closer to the edited
+            query than to the original; other negatives keep the margin rule; no LLM), ``"margin"``
+            (near-duplicates of the positive and texts inside the margin band are masked), ``"checks"`` (inside
+            the band, deterministic checks of the query edit decide; no LLM), ``"off"`` (keep every generated
+            text, flags recorded: the naive baseline), or a :class:`~negsynth_hf.verification.GuardPolicy`
+            (``mode="judge"``/``"combined"`` carry a judge: :class:`~negsynth_hf.verification.RelevanceJudge` or
             :class:`~negsynth_hf.verification.CrossEncoderJudge`).
             Every decision is in provenance (``guard_decision``, ``guard_reason``, ``judge_p_relevant``...) and
             counted (``masked_*``, ``guard_*``, ``judge_*``).
@@ -314,6 +317,9 @@ def run_stages(
         front = _mine_and_synthesize(rows, corpus, model, generator, synthesis, mining, options, timings)
     else:
         timings.update({f"shards_{k}": v for k, v in front.timings.items()})
+    policy = o.guard_policy
+    if policy.mode == "contrast" and policy.encoder is None:  # the build's own retriever scores the contrast
+        o = dataclasses.replace(o, guard_policy=dataclasses.replace(policy, encoder=model.model))
     mined, generated = front.mined, front.generated
     items = generated.items()
     with _timed(timings, "embed"):
@@ -339,7 +345,7 @@ def run_stages(
         built.counts, assembly.weight_summary(built.slots, weights), timings, generated.generator_stats,
         guard={"policy": verdicts.policy, "judge": verdicts.judge_stats},
     )  # fmt: skip
-    config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, options, corpus, mined)
+    config = _build_config(rows, model, generator, synthesis, generated, mining, verdicts, o, corpus, mined)
     return BuiltDataset(
         built.train, built.provenance, summary, config, o.num_mined, o.num_generated, rows.known_positives
     )

@@ -142,3 +142,115 @@ def split_passages(text: str) -> list[str]:
     parts = re.split(r"(?m)^\s*(?:\d+[.)]|passage\s*\d+\s*:|-\s)\s*", text, flags=re.IGNORECASE)
     parts = [p.strip() for p in parts if p and p.strip()]
     return parts if len(parts) > 1 else [text.strip()]
+
+
+# --------------------------------------------------------------------------- edit checks
+# A one-place edit can pass the diff check and still make no counterfactual: the edited query is nonsense
+# ("has anyone" -> "lacks anyone", "aged 32 to 24") or means what the original meant (a qualifier added,
+# "non-infertile" for "fertile"). A passage written for it is then junk or still answers the original.
+
+_AUXILIARY = frozenset({"has", "have", "had"})
+_LACK = frozenset({"lack", "lacks", "lacked"})
+_QUESTION_START = frozenset(
+    "what which how why when where who whose has have had is are was were does do did can could should would will"
+    .split()
+)  # fmt: skip
+#: past participles that follow an auxiliary "have" ("have been", "has shown"); regular ones end in -ed/-en
+_PARTICIPLES = frozenset(
+    "been made done found shown seen given taken become had got led met set put held kept left lost won begun brought"
+    " built caught drawn felt grown heard known laid meant paid read run said sent spent stood taught thought told"
+    " understood written anyone any".split()
+)  # fmt: skip
+_VAGUE = re.compile(r"^(?:(?:a|an|some)\s+)?(?:different|other|another|various|unspecified)\b", re.IGNORECASE)
+_NEGATING_PREFIX = re.compile(r"^(?:non-?|un|in|im|il|ir|dis|a)(?=\w)", re.IGNORECASE)
+_RANGE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*%?\s*(?:-|–|to|and)\s*(\d+(?:\.\d+)?)(?!\w|\.\d)", re.IGNORECASE)
+_HEALTHY_WITH_CONDITION = re.compile(r"^\s*(?:with|who (?:have|had|suffer)|suffering)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EditProblem:
+    """Why an edit makes no counterfactual: ``code`` (counted, in provenance) and a message (for a re-ask)."""
+
+    code: str
+    message: str
+
+
+def _span_start(query: str, old: str, new: str, edited: str | None) -> int:
+    """Where the changed span starts in ``query`` (word-level diff; the first occurrence of ``old`` otherwise)."""
+    if edited is not None:
+        for tag, i1, _, _, _ in difflib.SequenceMatcher(None, query, edited, autojunk=False).get_opcodes():
+            if tag != "equal":
+                return i1
+    idx = query.lower().find(old.lower()) if old else -1
+    return max(idx, 0)
+
+
+def _words_of(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _ranges(text: str) -> list[tuple[float, float]]:
+    return [(float(a), float(b)) for a, b in _RANGE.findall(text)]
+
+
+def edit_problem(query: str, old: str, new: str, *, edited: str | None = None) -> EditProblem | None:
+    """The reason the one-span edit ``old -> new`` of ``query`` cannot make a true counterfactual, or ``None``.
+
+    Pure code, in order: an insertion (``old`` empty: a qualifier narrows the query, and a passage about the
+    narrower query still answers the original); a vague replacement ("a different shape"); a replacement that
+    only flips a negating prefix twice ("infertile" -> "non-infertile") or only spelling/inflection; a replacement
+    already present elsewhere in the query ("before and after" -> "before and before"); an auxiliary "has/have"
+    turned into "lacks" ("has anyone developed" -> "lacks anyone developed"); "healthy volunteers" given a
+    condition ("healthy volunteers with lupus"); a number range turned upside down ("16 to 24" -> "32 to 24").
+
+    Args:
+        edited: the edited query, when known (locates the span exactly; else the first occurrence of ``old``).
+    """
+    old, new = old.strip(), new.strip()
+    wo, wn = _words_of(old), _words_of(new)
+    if not wo:
+        return EditProblem("insertion", "the edit only adds words; a narrower query is still answered by passages "
+                           "about the original; replace one detail with a different value instead")  # fmt: skip
+    if _VAGUE.match(new):
+        return EditProblem("vague_replacement", f"the replacement {new!r} names no concrete detail; name one")
+    if _same_meaning(old, new):
+        return EditProblem("same_meaning", f"{old!r} -> {new!r} keeps the meaning; change what the query asks")
+    start = _span_start(query, old, new, edited)
+    rest = query[:start] + " " + query[start + len(old) :]
+    if re.search(rf"(?<![\w.]){re.escape(new)}(?!\w|\.\d)", rest, re.IGNORECASE):
+        return EditProblem("replacement_in_query", f"{new!r} already occurs in the query; pick another value")
+    before, after = _words_of(query[:start]), _words_of(query[start + len(old) :])
+    if wo[-1] in _AUXILIARY and wn[-1] in _LACK and _auxiliary_use(before, after):
+        return EditProblem("auxiliary_flip", f"{old!r} is an auxiliary here; {new!r} makes the query ungrammatical")
+    if "healthy" in wn and _HEALTHY_WITH_CONDITION.match(query[start + len(old) :]):
+        return EditProblem("contradictory_population", f"{new!r} cannot have the condition the query names")
+    new_query = edited if edited is not None else query[:start] + new + query[start + len(old) :]
+    if any(a < b for a, b in _ranges(query)) and any(a >= b for a, b in _ranges(new_query)):
+        return EditProblem("inverted_range", "the edit turns a number range upside down; keep ranges ascending")
+    return None
+
+
+def _same_meaning(old: str, new: str) -> bool:
+    """Only inflection, spelling or a doubled negating prefix differs ("Alzheimers"/"Alzheimer's",
+    "non-infertile"/"fertile")."""
+
+    def core(s: str) -> str:
+        return re.sub(r"(?:'s|s)$", "", re.sub(r"[^\w']|_", "", s.lower()))
+
+    if core(old) == core(new):
+        return True
+    for a, b in ((old, new), (new, old)):
+        if a.lower().startswith(("non-", "non ", "not ")):
+            inner = a[4:].strip()
+            stripped = _NEGATING_PREFIX.sub("", inner, count=1)
+            if stripped != inner and core(stripped) == core(b):
+                return True
+    return False
+
+
+def _auxiliary_use(before: list[str], after: list[str]) -> bool:
+    """An auxiliary "has/have": it opens a question, or a participle (or "anyone"/"any") follows it."""
+    if not before or (before[0] in _QUESTION_START and len(before) <= 4):
+        return True
+    nxt = after[0] if after else ""
+    return nxt in _PARTICIPLES or bool(re.fullmatch(r"\w{3,}(?:ed|en|wn)", nxt))

@@ -92,3 +92,17 @@ def deduplicate(texts: Sequence[str]) -> tuple[list[int], list[int]]:
         keep.append(i)
         counts.append(0)
     return keep, counts
+
+
+#: a "passage" that talks about the request instead of being a document: small models answer the writing
+#: instruction ("This abstract aims to provide ...", "The research question posed in the query ...")
+_COMMENTARY = re.compile(
+    r"\b(?:the\s+(?:research\s+)?question\s+posed|posed\s+in\s+the\s+query|the\s+(?:information\s+)?request\s+asks"
+    r"|this\s+abstract\s+(?:aims|will|should)|the\s+abstract\s+(?:should|will|must)|the\s+claim\s+states)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_commentary(text: str) -> bool:
+    """Whether ``text`` comments on the query or the abstract to write instead of being a passage."""
+    return bool(_COMMENTARY.search(text))

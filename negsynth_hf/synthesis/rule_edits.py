@@ -24,10 +24,10 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .edits import diff_one_place
+from .edits import diff_one_place, edit_problem
 
 #: bump when operators or lexicons change (goes into the prompt version / cache keys)
-RULE_EDITS_VERSION = "rules-v3"  # v3: profile-avoided edit kinds (avoid=...)
+RULE_EDITS_VERSION = "rules-v4"  # v4: edits failing edits.edit_problem (nonsense, same meaning) are skipped
 #: preference order of the edit types; ``direction`` last on purpose (see the module docstring)
 EDIT_TYPE_ORDER = ("number", "population", "setting", "direction")
 
@@ -190,7 +190,8 @@ def rule_edits(query: str, k: int, *, seed: int = 0, avoid: Collection[str] = ()
     Types alternate in :data:`EDIT_TYPE_ORDER` (so K=2 mixes e.g. a number and a population edit), the
     spans within a type are ordered by ``seed``, and direction flips come only after all other edits.
     Edit types in ``avoid`` (a profile's ``relevant_edit_kinds``) are never made. Every returned edit passed
-    :func:`diff_one_place`.
+    :func:`diff_one_place` and :func:`~negsynth_hf.synthesis.edits.edit_problem` (no nonsense, no same-meaning
+    edit).
     """
     by_type: dict[str, list[_Candidate]] = {t: [] for t in EDIT_TYPE_ORDER}
     for cand in _candidates(query):
@@ -222,6 +223,8 @@ def rule_edits(query: str, k: int, *, seed: int = 0, avoid: Collection[str] = ()
         try:
             diff = diff_one_place(query, edited)
         except ValueError:  # e.g. a span too long for a very short query: not a one-place edit
+            continue
+        if edit_problem(query, diff.old, diff.new, edited=edited) is not None:  # "has anyone" -> "lacks anyone"
             continue
         seen.add(edited.strip().lower())
         out.append(RuleEdit(edited, cand.edit_type, diff.old, diff.new))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .edits import apply_replacement, diff_one_place, plain_edit, plain_text, split_passages
+from .edits import apply_replacement, diff_one_place, edit_problem, plain_edit, plain_text, split_passages
 from .engine import CallSettings, Plan, RowStats, Task, reply_budget, run_tasks
 from .fitting import Fitted, TokenBudget, fit_prompt
 from .parsing import extract_json, parse_reply
@@ -311,6 +311,9 @@ def _edit_parser(query: str) -> Callable[[str], tuple[Any, str | None]]:
             diff = diff_one_place(query, edited)
         except ValueError as exc:
             return None, str(exc)
+        problem = edit_problem(query, diff.old, diff.new, edited=edited)
+        if problem is not None:  # a nonsense or same-meaning edit costs a re-ask, with the reason
+            return None, problem.message
         return (edited, edit_type, diff), None
 
     return parse

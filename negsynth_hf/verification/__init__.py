@@ -8,6 +8,8 @@
 - :mod:`~negsynth_hf.verification.cross_encoder`: a cross-encoder as the judge (no LLM);
 - :mod:`~negsynth_hf.verification.policy`: the guard policy, the one place that decides (typed
   :class:`GuardDecision` per negative), from the findings, the checks and a judge;
+- :mod:`~negsynth_hf.verification.contrast`: the default ``contrast`` policy's rule (edit checks, and whether the
+  retriever finds a query-edit passage closer to the edited query than to the original);
 - :mod:`~negsynth_hf.verification.mined`: a judge on mined negatives (RLHN), ``build_dataset(mined_judge=)``.
 """
 

@@ -16,6 +16,9 @@ method is for, so under ``combined`` it only marks the *band* where a decision i
   train-split calibration Qwen2.5-Coder-1.5B's relevance judgments were at chance (pooled AUC 0.54) and rated
   allowed one-detail edits as more relevant than judged-relevant documents.
 - ``combined``: as ``checks``, but the judge decides what the checks cannot.
+- ``contrast``: no LLM and no margin for query edits: a query-edit negative is kept when its edit makes sense and
+  changes the meaning, its passage carries the edit, and the retriever finds it closer to the edited query than to
+  the original (:mod:`~negsynth_hf.verification.contrast`); other negatives keep the margin rule.
 
 A judge failure costs one negative the margin rule (``judge_failed_margin_fallback``, counted), never the run.
 Every decision and its scores go to provenance (:class:`GuardDecision`), and counts by reason to the summary.
@@ -24,6 +27,7 @@ Every decision and its scores go to provenance (:class:`GuardDecision`), and cou
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,13 +36,20 @@ from negsynth_hf.synthesis.profiles import DatasetProfile
 from negsynth_hf.synthesis.quality import DEGENERATE_FLAGS
 from negsynth_hf.synthesis.rule_edits import edit_kind
 from negsynth_hf.verification.checks import changed_span_of, edit_check, requirement_of
+from negsynth_hf.verification.contrast import (
+    DEFAULT_MIN_CONTRAST,
+    DEFAULT_MIN_SIM_QUERY,
+    ContrastSignals,
+    contrast_rule,
+    contrast_signals,
+)
 from negsynth_hf.verification.findings import Findings
 from negsynth_hf.verification.judge import Judge, JudgeStats, Judgment
 
-PolicyMode = Literal["margin", "checks", "judge", "combined", "off"]
-POLICY_MODES: tuple[str, ...] = ("margin", "checks", "judge", "combined", "off")
+PolicyMode = Literal["contrast", "margin", "checks", "judge", "combined", "off"]
+POLICY_MODES: tuple[str, ...] = ("contrast", "margin", "checks", "judge", "combined", "off")
 #: the modes a name alone selects (``build_dataset(guard_policy="checks")``); the others need a judge object
-NAMED_MODES: tuple[str, ...] = ("margin", "checks", "off")
+NAMED_MODES: tuple[str, ...] = ("contrast", "margin", "checks", "off")
 
 #: why a negative was kept or masked (``GuardDecision.reason``, counted as ``guard_<decision>_<reason>``)
 GuardReason = Literal[
@@ -48,6 +59,7 @@ GuardReason = Literal[
     "outside_band",
     "edit_carries_replacement",
     "judge_not_relevant",
+    "contrast_passed",
     # masked
     "degenerate",
     "near_duplicate",
@@ -58,6 +70,18 @@ GuardReason = Literal[
     "judge_relevant",
     "judge_original",
     "requirement_met",
+    # masked by the contrast rule (negsynth_hf.verification.contrast; edit_<code> from synthesis.edits.edit_problem)
+    "commentary",
+    "edit_insertion",
+    "edit_vague_replacement",
+    "edit_same_meaning",
+    "edit_replacement_in_query",
+    "edit_auxiliary_flip",
+    "edit_contradictory_population",
+    "edit_inverted_range",
+    "edit_not_carried",
+    "off_topic",
+    "low_contrast",
     # either: the judge failed and the margin band decided (masked inside it, kept outside)
     "judge_failed_margin_fallback",
 ]
@@ -76,7 +100,7 @@ class GuardPolicy:
     """How generated negatives are verified (frozen: part of the build config).
 
     Args:
-        mode: ``margin`` (default: unchanged behaviour), ``checks``, ``judge``, ``combined`` or ``off`` (module
+        mode: ``contrast`` (default), ``margin``, ``checks``, ``judge``, ``combined`` or ``off`` (module
             docstring).
         threshold: judged relevant (masked) when p >= threshold; chosen on the train-split calibration
             (``benchmarks/calibrate_judge.py``).
@@ -89,20 +113,31 @@ class GuardPolicy:
             break (p >= threshold: masked).
         edit_check_decides: a query-edit passage that carries the replacement and not the original detail is kept
             without asking the judge (the check is the cheaper, deterministic evidence).
+        min_contrast: ``contrast``: the least ``sim(text, edited query) - sim(text, query)`` a kept query-edit
+            negative needs (chosen on labelled negatives, ``benchmarks/guard_eval.py``).
+        min_sim_query: ``contrast``: the least ``sim(text, query)`` (a text further from the query is off topic).
+        encoder: ``contrast``: the SentenceTransformer that scores it; ``build_dataset`` passes its retriever,
+            ``None`` elsewhere loads the embedded all-MiniLM-L6-v2.
     """
 
-    mode: PolicyMode = "margin"
+    mode: PolicyMode = "contrast"
     threshold: float = 0.5
     judge: Any = field(default=None, compare=False)
     contrastive: bool = False
     requirement_check: bool = False
     edit_check_decides: bool = True
+    min_contrast: float = DEFAULT_MIN_CONTRAST
+    min_sim_query: float = DEFAULT_MIN_SIM_QUERY
+    encoder: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in POLICY_MODES:
             raise ValueError(f"GuardPolicy.mode must be one of {list(POLICY_MODES)}, got {self.mode!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"GuardPolicy.threshold must be in [0, 1], got {self.threshold!r}")
+        for name in ("min_contrast", "min_sim_query"):
+            if not -1.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"GuardPolicy.{name} must be in [-1, 1] (cosine), got {getattr(self, name)!r}")
         if self.mode in ("judge", "combined") and not isinstance(self.judge, Judge):
             raise ValueError(
                 f"GuardPolicy.judge is required for mode={self.mode!r}: a RelevanceJudge or a CrossEncoderJudge "
@@ -115,8 +150,13 @@ class GuardPolicy:
 
     def to_config(self) -> dict[str, Any]:
         """JSON-safe description for ``build_config.json`` (the judge by name)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "judge"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("judge", "encoder")}
         out["judge"] = getattr(self.judge, "name", None) if self.judge is not None else None
+        if self.mode == "contrast":  # which retriever scored the contrast
+            card = getattr(self.encoder, "model_card_data", None)
+            out["encoder"] = getattr(card, "base_model", None) or (
+                type(self.encoder).__name__ if self.encoder else None
+            )
         return out
 
 
@@ -230,7 +270,9 @@ def _edit_evidence(c: Candidate) -> dict[str, Any]:
     }
 
 
-def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, ev: dict) -> GuardDecision | None:
+def _rule_decision(
+    policy: GuardPolicy, c: Candidate, profile: DatasetProfile, ev: dict, signals: ContrastSignals | None = None
+) -> GuardDecision | None:
     """The decision rules and checks make alone, or ``None`` when the judge must be asked."""
     band = c.margin_reason is not None
 
@@ -243,6 +285,9 @@ def _rule_decision(policy: GuardPolicy, c: Candidate, profile: DatasetProfile, e
         return made("masked", "degenerate", f"flagged {c.degenerate}")
     if c.near_duplicate:
         return made("masked", "near_duplicate", "near-duplicate of the positive")
+    if policy.mode == "contrast":
+        thresholds = {"min_contrast": policy.min_contrast, "min_sim_query": policy.min_sim_query}
+        return made(*contrast_rule(c, ev, signals, **thresholds, profile=profile))
     if policy.mode == "margin":
         return made("masked", "margin", c.margin_reason or "") if band else made("kept", "margin_passed")
     if c.contains_query:
@@ -318,8 +363,9 @@ def _judged_decision(policy: GuardPolicy, c: Candidate, scores: dict[str, Judgme
 def apply_policy(policy: GuardPolicy, candidates: Sequence[Candidate], profile: DatasetProfile) -> PolicyOutcome:
     """Decide every candidate: rules first, then the judge for the rest (in batches), all recorded and counted."""
     evidence = [_edit_evidence(c) for c in candidates]
+    signals = _contrast(policy, candidates, evidence)
     decisions: list[GuardDecision | None] = [
-        _rule_decision(policy, c, profile, ev) for c, ev in zip(candidates, evidence, strict=True)
+        _rule_decision(policy, c, profile, ev, s) for c, ev, s in zip(candidates, evidence, signals, strict=True)
     ]
     pending = [i for i, d in enumerate(decisions) if d is None]
     stats = getattr(policy.judge, "stats", None) if pending else None
@@ -331,6 +377,32 @@ def apply_policy(policy: GuardPolicy, candidates: Sequence[Candidate], profile: 
             decisions[i] = _judged_decision(policy, candidates[i], s, evidence[i])
     final = [d for d in decisions if d is not None]
     return PolicyOutcome(final, decision_counts(final), _stats_delta(policy.judge, stats_before))
+
+
+def _contrast(policy: GuardPolicy, cands: Sequence[Candidate], evidence: list[dict]) -> list[ContrastSignals | None]:
+    """The retriever's contrast for every query-edit candidate (one batch; ``None`` for the others)."""
+    out: list[ContrastSignals | None] = [None] * len(cands)
+    if policy.mode != "contrast":
+        return out
+    idx = [i for i, (c, ev) in enumerate(zip(cands, evidence, strict=True)) if c.edited_query and ev]
+    if idx:
+        encoder = policy.encoder if policy.encoder is not None else _embedded_encoder()
+        found = contrast_signals(
+            encoder, [cands[i].query for i in idx], [cands[i].edited_query for i in idx], [cands[i].text for i in idx]
+        )  # fmt: skip
+        for i, s in zip(idx, found, strict=True):
+            out[i] = s
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_encoder() -> Any:
+    """The embedded all-MiniLM-L6-v2 (the default retriever), loaded once."""
+    from sentence_transformers import SentenceTransformer
+
+    from negsynth_hf.paths import embedded_retriever_path
+
+    return SentenceTransformer(str(embedded_retriever_path()))
 
 
 def _stats_delta(judge: Any, before: JudgeStats | None) -> dict[str, Any]:
