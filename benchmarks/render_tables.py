@@ -3,7 +3,9 @@
 The tables are never typed by hand: this script reads what ``benchmarks/quality.py`` wrote
 (``results/quality_<collection>.json``: one record per variant and seed; ``.meta.json``: the settings;
 ``.significance.json``: the paired tests) and rewrites the block between ``<!-- results:start -->`` and
-``<!-- results:end -->`` in each document::
+``<!-- results:end -->`` in each document; the guard policies' precision and recall on the labelled negatives
+(``results/guard_eval.json``, written by ``benchmarks/guard_eval.py``) go between ``<!-- guard:start -->`` and
+``<!-- guard:end -->`` in README.md::
 
     python benchmarks/render_tables.py           # rewrite the blocks
     python benchmarks/render_tables.py --check   # exit 1 if a document differs from what would be written
@@ -33,6 +35,8 @@ from benchmarks.quality import COMPARISONS, VARIANTS  # noqa: E402
 from benchmarks.quality_summary import ALPHA, METRIC, comparison_cell, load, marks, test_for  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+GUARD_START, GUARD_END = "<!-- guard:start -->", "<!-- guard:end -->"
+GUARD_POLICIES = ("off", "margin", "checks", "contrast")
 COLLECTIONS: dict[str, str] = {"scifact": "SciFact", "cranfield": "Cranfield", "cisi": "CISI"}
 HEADLINE_VARIANTS = ("base", "mined", "mined_hardness", "naive", "full")
 HEADLINE_COMPARISONS = (("full", "mined"), ("full", "naive"), ("mined", "base"))
@@ -44,11 +48,19 @@ class Target:
     """A document and which rendering goes between its markers."""
 
     path: Path
-    kind: str  # "headline" | "ladder"
+    kind: str  # "headline" | "ladder" | "guard"
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        return (GUARD_START, GUARD_END) if self.kind == "guard" else (START, END)
 
 
 def default_targets(root: Path = ROOT) -> list[Target]:
-    return [Target(root / "README.md", "headline"), Target(root / "benchmarks" / "README.md", "ladder")]
+    return [
+        Target(root / "README.md", "headline"),
+        Target(root / "README.md", "guard"),
+        Target(root / "benchmarks" / "README.md", "ladder"),
+    ]
 
 
 # --------------------------------------------------------------------------- cells
@@ -144,7 +156,28 @@ def _tests_caption() -> str:
     )
 
 
-RENDERERS = {"headline": headline, "ladder": ladder}
+def guard_table(guard_eval: dict[str, Any]) -> list[str]:
+    """Precision / recall of each guard policy on the evaluation half of the labelled negatives."""
+    lines = [
+        "Precision / recall of each policy on labelled generated negatives (evaluation half; "
+        "[labels](benchmarks/data/labels/README.md)): precision is the share of kept texts that are true "
+        "counterfactuals, recall the share of true ones kept.",
+        "",
+        "| collection | labelled (true) | " + " | ".join(f"`{p}`" for p in GUARD_POLICIES) + " |",
+        "| --- | ---: |" + " ---: |" * len(GUARD_POLICIES),
+    ]
+    for key, name in COLLECTIONS.items():
+        policies = guard_eval["collections"].get(key, {}).get("policies", {})
+        rows = [policies.get(p, {}).get("eval") for p in GUARD_POLICIES]
+        if not any(rows):
+            continue
+        first = next(r for r in rows if r)
+        cells = [f"{r['precision']:.2f} / {r['recall']:.2f}" if r else "—" for r in rows]
+        lines.append(f"| {name} | {first['n_labelled']} ({first['n_true']}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+RENDERERS = {"headline": headline, "ladder": ladder, "guard": guard_table}
 
 
 # --------------------------------------------------------------------------- documents
@@ -155,23 +188,27 @@ def scored_collections(results_dir: Path, collections: Sequence[str] = tuple(COL
     return scored
 
 
-def replace_block(text: str, block: str, path: Path) -> str:
+def replace_block(text: str, block: str, path: Path, markers: tuple[str, str] = (START, END)) -> str:
     """``text`` with the lines between the markers replaced by ``block`` (markers kept)."""
-    start, end = text.find(START), text.find(END)
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise SystemExit(f"{path}: add a line {START} and, below it, a line {END} where the results table goes.")
-    head = text[: start + len(START)]
+        raise SystemExit(f"{path}: add a line {first} and, below it, a line {last} where the table goes.")
+    head = text[: start + len(first)]
     return f"{head}\n{block.rstrip()}\n{text[end:]}"
 
 
 def render(targets: Sequence[Target], results_dir: Path) -> dict[Path, tuple[str, str]]:
-    """Per document: (current text, text with the freshly rendered block)."""
+    """Per document: (current text, text with the freshly rendered blocks)."""
     scored = scored_collections(results_dir)
-    out = {}
+    out: dict[Path, tuple[str, str]] = {}
     for target in targets:
-        current = target.path.read_text(encoding="utf-8")
-        block = "\n".join(RENDERERS[target.kind](scored))
-        out[target.path] = (current, replace_block(current, block, target.path))
+        current, fresh = out.get(target.path) or (target.path.read_text(encoding="utf-8"),) * 2
+        data = scored
+        if target.kind == "guard" and (data := reporting.read_json(results_dir / "guard_eval.json")) is None:
+            raise SystemExit(f"no guard_eval.json in {results_dir}: run benchmarks/guard_eval.py")
+        block = "\n".join(RENDERERS[target.kind](data))
+        out[target.path] = (current, replace_block(fresh, block, target.path, target.markers))
     return out
 
 

@@ -41,6 +41,7 @@ def results_copy(tmp_path: Path) -> Path:
     for path in RESULTS.glob("quality_*"):
         if path.is_file() and not path.name.endswith((".per_query.json", ".png")):
             shutil.copy(path, results / path.name)
+    shutil.copy(RESULTS / "guard_eval.json", results / "guard_eval.json")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copy(ROOT / "benchmarks" / "README.md", tmp_path / "benchmarks_README.md")
     return tmp_path
@@ -91,6 +92,23 @@ def test_a_changed_test_result_changes_the_comparison(results_copy: Path):
     readme = (results_copy / "README.md").read_text(encoding="utf-8")
     cisi_tests = [line for line in readme.splitlines() if line.startswith("| CISI | ") and "(p " in line]
     assert len(cisi_tests) == 1 and "(p 0.001)*" in cisi_tests[0]
+
+
+def test_a_changed_guard_evaluation_changes_the_guard_table(results_copy: Path):
+    documents = ["--results-dir", str(results_copy / "results"), "--document", str(results_copy / "README.md")]
+    assert render("--check", *documents, "guard").returncode == 0
+
+    def perfect_contrast(guard_eval):
+        row = guard_eval["collections"]["cranfield"]["policies"]["contrast"]["eval"]
+        row["precision"], row["recall"] = 1.0, 1.0
+
+    _edit(results_copy / "results" / "guard_eval.json", perfect_contrast)
+    assert render("--check", *documents, "guard").returncode == 1
+    assert render(*documents, "guard").returncode == 0
+    cranfield = [
+        line for line in (results_copy / "README.md").read_text().splitlines() if line.startswith("| Cranfield | 73")
+    ]
+    assert len(cranfield) == 1 and cranfield[0].rstrip(" |").endswith("1.00 / 1.00")
 
 
 def test_missing_markers_are_an_error_that_says_what_to_add(tmp_path: Path):
