@@ -1,4 +1,4 @@
-"""Retrieval quality of the baselines and the ablation ladder on a judged collection (issues #7, #15).
+"""Retrieval quality of the baselines and the ablation ladder on a judged collection.
 
 One command per collection; every variant shares the base model (embedded all-MiniLM-L6-v2), the training
 rows, the steps, batch size, LoRA settings and seed::

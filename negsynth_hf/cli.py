@@ -26,7 +26,7 @@ from negsynth_hf.recipe_config import ConfigError, format_help, parse_step_args
 logger = logging.getLogger("negsynth_hf")
 
 COMMANDS: dict[str, str] = {
-    "build": "pairs from a judged collection -> mined + LLM-generated hard negatives with gap weights (save_to_disk)",
+    "build": "pairs from a judged collection -> mined + LLM-generated hard negatives with gap weights, saved as a dataset folder",
     "train": "LoRA fine-tuning with CausalNegLoss (or a baseline loss) -> <model_dir>/adapter and /merged",
     "evaluate": "base vs trained on the test split: nDCG@10, MRR@10, Recall@100 -> results.json + results.md",
     "diagnose": "generative-discriminative gap report of a built dataset (spectrum, source probes, false negatives)",

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device run of the issue #15 grid (prepared by benchmarks/device/prepare.sh): validation selection + every variant
+# Device run of the retrieval-quality grid (prepared by benchmarks/device/prepare.sh): validation selection + every variant
 # x 3 seeds, one process per collection named on the command line, in parallel on one GPU. The built sets come
 # from the CPU machine (carry outputs/quality). Records already in the carried results are skipped, so a grid that
 # outlasts one device command (10 minutes) is finished by the next with the returned results carried back in. Its

@@ -29,7 +29,7 @@ class GeneratorConfig:
         metadata={
             "help": "'llamacpp' (a local GGUF model served by llama.cpp; the offline default), 'openai' (any "
             "OpenAI-compatible server: vLLM, TGI, transformers serve, hosted APIs), 'transformers' (any local causal "
-            "LM in-process) or 'embedded' (SmolLM2-135M through transformers, the old default)."
+            "LM in-process) or 'embedded' (SmolLM2-135M through transformers)."
         },
     )
     model: str | None = field(
@@ -51,7 +51,9 @@ class GeneratorConfig:
     max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once (openai backend)."})
     timeout: float | None = field(
         default=None,
-        metadata={"help": "Seconds per HTTP request. None: 60 (openai), 600 (llamacpp: a CPU decodes ~25 tokens/s)."},
+        metadata={
+            "help": "Seconds per HTTP request. None: 60 (openai), 600 (llamacpp: CPU decoding is slow, so allow for the longest reply)."
+        },
     )
     max_retries: int = field(
         default=3, metadata={"help": "Retries on 429/5xx/timeouts/connection errors, with exponential backoff."}
