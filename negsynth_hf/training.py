@@ -260,6 +260,37 @@ def training_arguments(config: TrainConfig, *, output_dir: str | Path, seed: int
     )
 
 
+def _trainer(
+    model: SentenceTransformer,
+    dataset: Dataset,
+    loss: Any,
+    config: TrainConfig,
+    output_dir: Path,
+    seed: int,
+    evaluator: Any,
+    known_positives: Sequence[Sequence[str]] | None,
+) -> Any:
+    """The SentenceTransformerTrainer of :func:`train`: its arguments, batch sampler and the loss's log callback."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    args = training_arguments(config, output_dir=output_dir, seed=seed, with_evaluator=evaluator is not None)
+    if known_positives is not None:
+        from negsynth_hf.sampler import KnownPositivesBatchSampler
+
+        # (the sampler checks that known_positives has one list per row, before the first step)
+        # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...);
+        # several processes need full batches (see KnownPositivesBatchSampler's fill_batches)
+        args.batch_sampler = functools.partial(
+            KnownPositivesBatchSampler, known_positives=known_positives, fill_batches=args.world_size > 1
+        )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
+    if hasattr(loss, "last_components"):  # CausalNeg losses: InfoNCE and entropy logged next to the loss
+        from negsynth_hf.diagnostics.callback import LossComponentsCallback
+
+        LossComponentsCallback(loss).attach(trainer)
+    return trainer
+
+
 def train(
     train_dataset: Dataset,
     *,
@@ -282,7 +313,6 @@ def train(
     batches with :class:`~negsynth_hf.sampler.KnownPositivesBatchSampler`, so no row's relevant document is
     an in-batch negative of it.
     """
-    from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
     # before the LoRA layers are made: their initial weights come from the global RNG (the Trainer seeds it only
@@ -297,21 +327,7 @@ def train(
     dataset = training_columns(train_dataset, config.loss)
     loss = make_loss(model, config)
 
-    args = training_arguments(config, output_dir=output_dir, seed=seed, with_evaluator=evaluator is not None)
-    if known_positives is not None:
-        from negsynth_hf.sampler import KnownPositivesBatchSampler
-
-        # (the sampler checks that known_positives has one list per row, before the first step)
-        # a callable batch_sampler is called like a sampler class: (dataset, batch_size=..., drop_last=..., ...);
-        # several processes need full batches (see KnownPositivesBatchSampler's fill_batches)
-        args.batch_sampler = functools.partial(
-            KnownPositivesBatchSampler, known_positives=known_positives, fill_batches=args.world_size > 1
-        )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
-    if hasattr(loss, "last_components"):  # CausalNeg losses: InfoNCE and entropy logged next to the loss
-        from negsynth_hf.diagnostics.callback import LossComponentsCallback
-
-        LossComponentsCallback(loss).attach(trainer)
+    trainer = _trainer(model, dataset, loss, config, output_dir, seed, evaluator, known_positives)
     is_main = trainer.is_world_process_zero()
     before = _score(evaluator, model) if evaluator is not None and is_main else {}
     start = time.perf_counter()

@@ -16,6 +16,7 @@ def _built(tiny_model, tmp_path) -> tuple[BuiltDataset, dict]:
     data = pairs(8)
     # the scripted (mock) LLM copies the positive as the first "negative" of rows 1, 3 and 5: the guard masks them
     planted = tuple((data["anchor"][i], data["positive"][i]) for i in (1, 3, 5))
+    # the default guard policy: naive texts carry no query edit, so it decides them by the margin rule
     built = build_dataset(
         Dataset.from_dict(data),
         corpus=corpus(),
@@ -52,7 +53,7 @@ def test_examples_show_kept_and_masked_negatives_with_query_text_decision_and_re
         text = record["text"] if label == "KEPT" else record["original_text"]
         assert " ".join(text.split())[:40] in " ".join(block.split())  # the generated text (a masked one: rejected)
         decision = "kept" if label == "KEPT" else "masked"
-        assert f"{decision} by the margin guard ({record['guard_reason']})" in block
+        assert f"{decision} by the {record['guard_policy']} guard ({record['guard_reason']})" in block
         assert f"weight {record['weight']:.2f}: " in block
     # masked examples cover each reason the guard gave (here: margin and the planted copies' near_duplicate)
     assert {"margin", "near_duplicate"} <= {r["guard_reason"] for r in masked}
