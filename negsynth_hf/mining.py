@@ -20,6 +20,15 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
+#: similarity scores held at once while mining (queries x documents, float32): 2**26 is 256 MiB, so a million
+#: documents are scored 64 queries at a time instead of ``mine_hard_negatives``' default 16,384 (64 GiB)
+SCORE_CHUNK_ELEMENTS = 2**26
+
+
+def score_chunk_queries(num_documents: int, *, budget: int = SCORE_CHUNK_ELEMENTS) -> int:
+    """Queries scored per chunk so that one chunk's ``queries x documents`` matrix stays within ``budget``."""
+    return max(1, min(16_384, budget // max(1, num_documents)))
+
 
 @dataclass
 class MiningResult:
@@ -99,6 +108,7 @@ def mine_negatives(
     # which we read back so later stages never re-embed the corpus (a temporary folder when caching is off)
     tmp = None if cache_folder else tempfile.TemporaryDirectory(prefix="negsynth-mine-")
     folder = cache_folder or tmp.name  # type: ignore[union-attr]
+    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
     with contextlib.redirect_stdout(buffer) if not verbose else contextlib.nullcontext():
         mined = mine_hard_negatives(
             pairs.select_columns([anchor_column, positive_column]),
@@ -110,6 +120,7 @@ def mine_negatives(
             output_scores=True,
             batch_size=batch_size,
             use_faiss=False,
+            faiss_batch_size=score_chunk_queries(len(docs)),  # bounds the score matrix (also without faiss)
             verbose=True,
             cache_folder=folder,
             **{k: v for k, v in settings.items() if k not in ("use_faiss", "num_negatives")},
@@ -118,7 +129,6 @@ def mine_negatives(
     found = _by_pair(mined[anchor_column], mined[positive_column], mined["scores"])
     result = _per_row(pairs[anchor_column], pairs[positive_column], found, known_positives, num_negatives)
     queries = list(dict.fromkeys(pairs[anchor_column]))
-    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
     result.query_embeddings = _read_cached(folder, "query", model, queries)
     result.document_embeddings = _read_cached(folder, "corpus", model, docs)
     if tmp is not None:
