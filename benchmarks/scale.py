@@ -295,7 +295,11 @@ def _code_state() -> dict[str, Any]:
 
 
 def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    head = "| pairs | documents | run | total s | " + " | ".join(STAGES) + " | s/1k rows | peak RSS MB | LLM requests | req/s | cache files | cache MB |"
+    head = (
+        "| pairs | documents | run | total s | "
+        + " | ".join(STAGES)
+        + " | s/1k rows | peak RSS MB | LLM requests | req/s | cache files | cache MB |"
+    )
     lines = [
         "# Scale: `build_dataset` at 1k, 10k and 100k pairs",
         "",
@@ -311,7 +315,8 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if r.get("killed"):
             lines.append(
                 f"| {r['pairs']:,} | {r['documents']:,} | killed at {r['kill_at_requests']:,} req | {r['wall_s']} "
-                + "| " * len(STAGES) + f"| | | {r['llm_requests']:,} | | {r['cache_files']:,} | {r['cache_mb']} |"
+                + "| " * len(STAGES)
+                + f"| | | {r['llm_requests']:,} | | {r['cache_files']:,} | {r['cache_mb']} |"
             )
             continue
         s = r["seconds"]
