@@ -180,9 +180,10 @@ def child(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def _cache_usage(folder: Path) -> tuple[int, float]:
-    files = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
-    return len(files), round(sum(p.stat().st_size for p in files) / 1e6, 2)
+def _cache_usage(folder: Path) -> tuple[int, float, float]:
+    """Files, MB of content and MB of disk blocks (a small file still takes a whole block) under ``folder``."""
+    stats = [p.stat() for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    return len(stats), round(sum(s.st_size for s in stats) / 1e6, 2), round(sum(s.st_blocks for s in stats) / 2e3, 2)
 
 
 def run_one(
@@ -213,8 +214,11 @@ def run_one(
     wall = time.perf_counter() - start
     log.close()
     requests = seen[0]
-    files, mb = _cache_usage(work / "responses")
-    record: dict[str, Any] = {"llm_requests": requests, "wall_s": round(wall, 2), "cache_files": files, "cache_mb": mb}
+    files, mb, disk_mb = _cache_usage(work / "responses")
+    record: dict[str, Any] = {
+        "llm_requests": requests, "wall_s": round(wall, 2), "cache_files": files, "cache_mb": mb,
+        "cache_disk_mb": disk_mb,
+    }  # fmt: skip
     if killed:
         return {**record, "killed": True}
     if proc.returncode != 0:
