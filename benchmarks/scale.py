@@ -302,7 +302,7 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     head = (
         "| pairs | documents | run | total s | "
         + " | ".join(STAGES)
-        + " | s/1k rows | peak RSS MB | LLM requests | req/s | cache files | cache MB |"
+        + " | s/1k rows | peak RSS MB | LLM requests | req/s | cache files | cache MB (on disk) |"
     )
     lines = [
         "# Scale: `build_dataset` at 1k, 10k and 100k pairs",
@@ -313,14 +313,14 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "seconds per stage from `BuildSummary.timings` plus `save_to_disk`.",
         "",
         head,
-        "|" + "---:|" * 3 + "---|" + "---:|" * (len(STAGES) + 7),
+        "|" + "---:|" * 2 + "---|" + "---:|" * (len(STAGES) + 7),
     ]
     for r in records:
         if r.get("killed"):
             lines.append(
                 f"| {r['pairs']:,} | {r['documents']:,} | killed at {r['kill_at_requests']:,} req | {r['wall_s']} "
                 + "| " * len(STAGES)
-                + f"| | | {r['llm_requests']:,} | | {r['cache_files']:,} | {r['cache_mb']} |"
+                + f"| | | {r['llm_requests']:,} | | {r['cache_files']:,} | {_cache_mb(r)} |"
             )
             continue
         s = r["seconds"]
@@ -329,8 +329,9 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {r['pairs']:,} | {r['documents']:,} | {r['kind']} | {s['total']} | {stages} | {per_k} "
             f"| {r['peak_rss_mb']} | {r['llm_requests']:,} | {r['requests_per_s']} | {r['cache_files']:,} "
-            f"| {r['cache_mb']} |"
+            f"| {_cache_mb(r)} |"
         )
+    lines += _growth(records)
     resumes = [r for r in records if r["kind"] == "resume" and "repeated_requests" in r]
     if resumes:
         lines += ["", "Killed at ~90% of the cold build's requests and resumed:", ""]
@@ -349,6 +350,34 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "![time and memory against size](scale.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cache_mb(r: dict[str, Any]) -> str:
+    return f"{r['cache_mb']} ({r['cache_disk_mb']})" if "cache_disk_mb" in r else str(r["cache_mb"])
+
+
+def _growth(records: list[dict[str, Any]]) -> list[str]:
+    """Per stage, seconds per row of each cold build over the next smaller one's (1.0: linear in the rows)."""
+    builds = sorted((r for r in records if r["kind"] == "build"), key=lambda r: r["pairs"])
+    if len(builds) < 2:
+        return []
+    stages = ("total", *STAGES)
+    lines = [
+        "",
+        "Seconds per row of each cold build over the next smaller one's (1.0 = linear in the rows; documents grow "
+        "with the rows, so a stage that compares every query with every document is quadratic):",
+        "",
+        "| pairs | " + " | ".join(stages) + " | peak RSS per row |",
+        "|---|" + "---:|" * (len(stages) + 1),
+    ]
+    for small, big in zip(builds, builds[1:], strict=False):
+        cells = []
+        for stage in stages:
+            a, b = small["seconds"].get(stage), big["seconds"].get(stage)
+            cells.append(f"{(b / big['pairs']) / (a / small['pairs']):.2f}" if a and b else "")
+        rss = (big["peak_rss_mb"] / big["pairs"]) / (small["peak_rss_mb"] / small["pairs"])
+        lines.append(f"| {small['pairs']:,} -> {big['pairs']:,} | " + " | ".join(cells) + f" | {rss:.2f} |")
+    return lines
 
 
 def plot(records: list[dict[str, Any]]) -> None:
