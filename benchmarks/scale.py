@@ -186,6 +186,12 @@ def _cache_usage(folder: Path) -> tuple[int, float, float]:
     return len(stats), round(sum(s.st_size for s in stats) / 1e6, 2), round(sum(s.st_blocks for s in stats) / 2e3, 2)
 
 
+def _child_env() -> dict[str, str]:
+    """This environment with the repository first on the path (optional packages such as faiss stay visible)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+
+
 def run_one(
     server: Any, args: argparse.Namespace, pairs: int, work: Path, *, kill_after: int | None = None
 ) -> dict[str, Any]:
@@ -202,7 +208,7 @@ def run_one(
     server.on_request = lambda _: seen.__setitem__(0, seen[0] + 1)  # called under the server's lock
     server.reset_counts()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
     killed = False
     while proc.poll() is None:
         time.sleep(0.05)
@@ -244,9 +250,13 @@ def measure_size(server: Any, args: argparse.Namespace, pairs: int, base: Path) 
         if kind == "killed":
             shutil.rmtree(resumed, ignore_errors=True)
             resumed.mkdir(parents=True)
+            reused = args.reuse_embeddings and (cold / "build-cache" / "embeddings").exists()
+            if reused:  # the kill comes during synthesis; embedding the corpus again would only cost time
+                shutil.copytree(cold / "build-cache" / "embeddings", resumed / "build-cache" / "embeddings")
             expected = cold_requests or pairs * 2  # counterfactual: analysis + generation per row
             record = run_one(server, args, pairs, folder, kill_after=int(expected * 0.9))
             record["kill_at_requests"] = int(expected * 0.9)
+            record["embeddings_reused"] = bool(reused)
         else:
             record = run_one(server, args, pairs, folder)
         if kind == "build":
@@ -416,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.05, help="server-side seconds per answer")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--map-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--reuse-embeddings",
+        action="store_true",
+        help="the killed run starts with the cold build's mining embeddings (saves embedding the corpus twice)",
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
     parser.add_argument("--render", action="store_true", help="only re-render scale.md/png from scale.json")
