@@ -170,6 +170,7 @@ def child(args: argparse.Namespace) -> int:
         "seconds": {"total": round(built_s + save_s, 2), **timings},
         "data_s": round(data_s, 2),
         "peak_rss_mb": round(max(peak.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1e6, 1),
+        "use_faiss": bool(result.config["mining"]["use_faiss"]),
         "rows_train": len(result.train),
         "rows_provenance": len(result.provenance),
         "counts": {k: v for k, v in result.summary.counts.items() if isinstance(v, int)},
