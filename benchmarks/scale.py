@@ -351,6 +351,15 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"- {r['pairs']:,} pairs: resume made {r['llm_requests']:,} requests; killed + resumed together "
                 f"repeated {r['repeated_requests']} requests (bound: {r['in_flight_bound']} in flight)."
             )
+    faiss = sorted({f"{r['pairs']:,}" for r in records if r.get("use_faiss")})
+    lines += [
+        "",
+        "Mining searches exactly: a faiss flat inner-product index when `faiss-cpu` is installed (sizes "
+        f"{', '.join(faiss) or 'none'} here), else the corpus is scored in chunks of at most 2**26 scores. "
+        "Synthetic text: MiniLM whole-word vocabulary, Zipf(1.1) word frequencies, lognormal lengths (documents: "
+        "median 60 words; queries: median 9, two thirds of their words from the positive). Cache MB: bytes of "
+        "content (disk blocks in parentheses: one file per response takes at least one 4 KiB block).",
+    ]
     code = meta.get("code") or {}
     lines += [
         "",
