@@ -274,23 +274,24 @@ def measure_size(server: Any, args: argparse.Namespace, pairs: int, base: Path) 
 
 
 # ---------------------------------------------------------------------------------------------- results
-def _load() -> list[dict[str, Any]]:
+def _load() -> dict[str, Any]:
     path = RESULTS / "scale.json"
-    return json.loads(path.read_text(encoding="utf-8"))["records"] if path.exists() else []
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"records": []}
 
 
 def save_records(new: list[dict[str, Any]], *, write: bool) -> None:
+    """Merge ``new`` into scale.json by (pairs, kind) and render scale.md/png (``new`` empty: render only)."""
     if not write:
         return
-    keep = {(r["pairs"], r["kind"]): r for r in _load()}
+    saved = _load()
+    keep = {(r["pairs"], r["kind"]): r for r in saved["records"]}
     for r in new:
-        keep[(r["pairs"], r["kind"])] = r
+        keep[(r["pairs"], r["kind"])] = {**r, "code": _code_state()}
     records = sorted(keep.values(), key=lambda r: (r["pairs"], KINDS.index(r["kind"])))
     meta = {
         "command": "python benchmarks/scale.py",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
         "python": platform.python_version(),
-        "code": _code_state(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps({"meta": meta, "records": records}, indent=2) + "\n", "utf-8")
@@ -360,12 +361,11 @@ def to_markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "median 60 words; queries: median 9, two thirds of their words from the positive). Cache MB: bytes of "
         "content (disk blocks in parentheses: one file per response takes at least one 4 KiB block).",
     ]
-    code = meta.get("code") or {}
+    commits = sorted({(r.get("code") or {}).get("commit") or "?" for r in records})
     lines += [
         "",
-        f"Code measured: commit `{code.get('commit')}`"
-        + (f", uncommitted changes in {', '.join(code['uncommitted'])}" if code.get("uncommitted") else "")
-        + f". Machine: {meta['machine']}, Python {meta['python']}; timings are noisy (shared cores).",
+        f"Code measured: commit(s) {', '.join(f'`{c}`' for c in commits)} (per record in scale.json). "
+        f"Machine: {meta['machine']}, Python {meta['python']}; timings are noisy (shared cores).",
         "",
         "![time and memory against size](scale.png)",
     ]
