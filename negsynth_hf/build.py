@@ -111,10 +111,10 @@ def build_dataset(
     """Build a training set with ``M`` mined and ``G`` generated negatives per (anchor, positive) row.
 
     Stages (:mod:`negsynth_hf.stages`): mine (``sentence_transformers.util.mine_hard_negatives`` with the given
-    range/margins/sampling, ``use_faiss=False``) -> synthesize (:class:`CounterfactualNegatives` via
-    ``Dataset.map``; mined negatives are the rewrite candidates) -> verify (the guard policy,
-    :mod:`negsynth_hf.verification`) -> weight (:mod:`negsynth_hf.weighting`) -> assemble (fixed columns,
-    fillers: :mod:`negsynth_hf.stages.assemble`).
+    range/margins/sampling; exact search, with faiss when it is installed) -> synthesize
+    (:class:`CounterfactualNegatives` via ``Dataset.map``; mined negatives are the rewrite candidates) -> verify
+    (the guard policy, :mod:`negsynth_hf.verification`) -> weight (:mod:`negsynth_hf.weighting`) -> assemble
+    (fixed columns, fillers: :mod:`negsynth_hf.stages.assemble`).
     Synthesis defaults come from :class:`~negsynth_hf.synthesis.SynthesisConfig`.
 
     Args:

@@ -20,6 +20,22 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
+#: similarity scores held at once while mining (queries x documents, float32): 2**26 is 256 MiB, so a million
+#: documents are scored 67 queries at a time instead of ``mine_hard_negatives``' default 16,384 (64 GiB)
+SCORE_CHUNK_ELEMENTS = 2**26
+
+
+def score_chunk_queries(num_documents: int, *, budget: int = SCORE_CHUNK_ELEMENTS) -> int:
+    """Queries scored per chunk so that one chunk's ``queries x documents`` matrix stays within ``budget``."""
+    return max(1, min(16_384, budget // max(1, num_documents)))
+
+
+def faiss_installed() -> bool:
+    """Whether ``faiss`` (``pip install faiss-cpu``) can be imported: mining then searches with it."""
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
+
 
 @dataclass
 class MiningResult:
@@ -66,11 +82,16 @@ def mine_negatives(
     batch_size: int = 32,
     cache_folder: str | None = None,
     verbose: bool = False,
+    use_faiss: bool | None = None,
+    score_budget: int = SCORE_CHUNK_ELEMENTS,
 ) -> MiningResult:
     """Mine ``num_negatives`` per row of ``pairs`` (a ``datasets.Dataset``); arguments as in ``mine_hard_negatives``.
 
-    ``use_faiss`` is always False (exact search; no extra dependency). Rows with duplicate
-    ``(query, positive)`` get the same negatives; all positives of a query are excluded from its negatives.
+    The search is exact either way: ``use_faiss`` (``None``: when :func:`faiss_installed`) searches a flat
+    inner-product index, several times faster on large corpora; without it, queries are scored against the
+    corpus in chunks of at most ``score_budget`` scores (never the full ``queries x documents`` matrix). Rows
+    with duplicate ``(query, positive)`` get the same negatives; all positives of a query are excluded from its
+    negatives.
 
     ``known_positives`` (one list of texts per row, e.g. every judged-relevant document of the query) are kept
     out of that row's negatives too. They are not passed as extra positive pairs: ``mine_hard_negatives``
@@ -82,6 +103,7 @@ def mine_negatives(
     from sentence_transformers.util import mine_hard_negatives
 
     _check_inputs(pairs, num_negatives, (anchor_column, positive_column))
+    use_faiss = faiss_installed() if use_faiss is None else use_faiss
     settings = {
         "num_negatives": num_negatives,
         "range_min": range_min,
@@ -91,7 +113,7 @@ def mine_negatives(
         "absolute_margin": absolute_margin,
         "relative_margin": relative_margin,
         "sampling_strategy": sampling_strategy,
-        "use_faiss": False,
+        "use_faiss": use_faiss,
     }
     extra = _extra_candidates(pairs[positive_column], known_positives, num_negatives, range_min, range_max)
     buffer = io.StringIO()
@@ -99,6 +121,7 @@ def mine_negatives(
     # which we read back so later stages never re-embed the corpus (a temporary folder when caching is off)
     tmp = None if cache_folder else tempfile.TemporaryDirectory(prefix="negsynth-mine-")
     folder = cache_folder or tmp.name  # type: ignore[union-attr]
+    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
     with contextlib.redirect_stdout(buffer) if not verbose else contextlib.nullcontext():
         mined = mine_hard_negatives(
             pairs.select_columns([anchor_column, positive_column]),
@@ -109,7 +132,9 @@ def mine_negatives(
             output_format="labeled-list",
             output_scores=True,
             batch_size=batch_size,
-            use_faiss=False,
+            use_faiss=use_faiss,
+            # without faiss, the queries scored at once against the whole corpus; faiss tiles its own search
+            faiss_batch_size=16_384 if use_faiss else score_chunk_queries(len(docs), budget=score_budget),
             verbose=True,
             cache_folder=folder,
             **{k: v for k, v in settings.items() if k not in ("use_faiss", "num_negatives")},
@@ -118,7 +143,6 @@ def mine_negatives(
     found = _by_pair(mined[anchor_column], mined[positive_column], mined["scores"])
     result = _per_row(pairs[anchor_column], pairs[positive_column], found, known_positives, num_negatives)
     queries = list(dict.fromkeys(pairs[anchor_column]))
-    docs = list(dict.fromkeys((list(corpus) if corpus is not None else []) + list(pairs[positive_column])))
     result.query_embeddings = _read_cached(folder, "query", model, queries)
     result.document_embeddings = _read_cached(folder, "corpus", model, docs)
     if tmp is not None:

@@ -272,3 +272,53 @@ def test_an_interrupted_long_batch_keeps_the_chunks_already_answered(tmp_path):
     assert [r.messages[-1]["content"] for r in resumed.seen] == ["q8", "q9"] and gen.stats["calls"] == 1
     with pytest.raises(ValueError, match="flush_every"):
         CachingGenerator(ScriptedGenerator(), tmp_path, flush_every=0)
+
+
+class ParallelScripted(ScriptedGenerator):
+    """Mock LLM with ``max_concurrency`` slots whose answers land out of order; it records how many batches
+    were in flight at once and dies (``KeyboardInterrupt``, a kill) on the batch holding ``die_on``."""
+
+    def __init__(self, max_concurrency: int, die_on: str | None = None) -> None:
+        super().__init__()
+        self.max_concurrency = max_concurrency
+        self.die_on = die_on
+        self.in_flight = self.max_in_flight = 0
+
+    async def agenerate(self, requests):
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            first = int(requests[0].messages[-1]["content"][1:])
+            if self.die_on is not None and any(r.messages[-1]["content"] == self.die_on for r in requests):
+                await asyncio.sleep(0.2)  # every batch sent before it has landed by then
+                raise KeyboardInterrupt("killed mid-batch")
+            await asyncio.sleep(0.02 * (first % 3))  # later batches may land first
+            return self.generate(requests)
+        finally:
+            self.in_flight -= 1
+
+
+def test_async_batches_fill_the_inner_slots_and_each_is_stored_as_it_lands(tmp_path):
+    reqs = [_req(f"q{i}") for i in range(20)]
+    inner = ParallelScripted(max_concurrency=6)
+    out = asyncio.run(CachingGenerator(inner, tmp_path, flush_every=2).agenerate(reqs))
+    assert [r.text for r in out] == [f"echo:q{i}" for i in range(20)]  # in request order despite out-of-order answers
+    assert inner.max_in_flight == 3  # 6 slots / 2 per chunk
+    assert len(ResponseCache(tmp_path)) == 20
+    serial = ParallelScripted(max_concurrency=6)
+    serial.max_concurrency = None  # a generator that declares no parallelism gets one chunk at a time
+    asyncio.run(CachingGenerator(serial, tmp_path / "serial", flush_every=2).agenerate(reqs))
+    assert serial.max_in_flight == 1
+
+
+def test_a_killed_async_batch_keeps_every_chunk_that_landed(tmp_path):
+    reqs = [_req(f"q{i}") for i in range(20)]
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(CachingGenerator(ParallelScripted(6, die_on="q10"), tmp_path, flush_every=2).agenerate(reqs))
+    resumed = ParallelScripted(max_concurrency=6)
+    out = asyncio.run(CachingGenerator(resumed, tmp_path, flush_every=2).agenerate(reqs))
+    assert [r.text for r in out] == [f"echo:q{i}" for i in range(20)]
+    cached = [r.cached for r in out]
+    assert all(cached[:10]) and not any(cached[10:12])  # everything before the killed chunk was stored
+    # only what was in flight with the killed chunk (3 chunks of 2), and what was never sent, is asked again
+    assert len(resumed.seen) == cached.count(False) and cached.count(False) <= 20 - 10

@@ -5,10 +5,15 @@ stored under ``sha256(prompt_version, messages, json_schema, model id, sampling 
 version)``. Entries are written atomically (temporary file + ``os.replace``) into sharded folders,
 so several processes (``datasets.map(num_proc=...)``) can share one directory; a corrupt or partial
 entry is treated as a miss and counted. Failed responses are never cached.
+
+Entries are not ``fsync``'ed: a killed process loses nothing it wrote (the kernel holds the data), and what a
+power loss may truncate is read as a corrupt entry, counted and asked again. An ``fsync`` per answer cost more
+than the whole client (3.4 ms each, 200,000 answers per 100,000 rows).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -119,8 +124,6 @@ class ResponseCache:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(entry, handle, ensure_ascii=True, default=str)  # any str, lone surrogates included
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -210,9 +213,10 @@ class CachingGenerator:
         inner: the generator answering misses.
         cache: a :class:`ResponseCache` or a folder for one.
         cache_if: which responses to store (default :func:`usable_response`).
-        flush_every: misses go to ``inner`` in chunks of this many, each chunk stored before the next is sent,
-            so an interrupted long batch (a build, a calibration) keeps what was already answered. A chunk larger
-            than the server's parallel slots keeps them busy.
+        flush_every: misses go to ``inner`` in chunks of this many, each chunk stored as soon as it is answered,
+            so an interrupted long batch (a build, a calibration) keeps what was already answered. On the async
+            path, as many chunks are in flight at once as fill the inner generator's ``max_concurrency`` (one
+            chunk when it declares none), so a kill loses at most the requests in flight.
         keep_rejected: make :meth:`discard` a no-op (counted as ``kept_rejected``), so replies a stage rejected
             stay cached and a rerun replays the same failures instead of asking the LLM again. For a committed
             cache that must reproduce a build exactly (a benchmark); off by default, since then a failed row
@@ -351,12 +355,31 @@ class CachingGenerator:
         items = list(pending.items())
         return [dict(items[i : i + self.flush_every]) for i in range(0, len(items), self.flush_every)]
 
+    def _chunks_in_flight(self) -> int:
+        """Chunks sent at once on the async path: enough to fill the inner generator's parallel slots."""
+        parallel = getattr(self.inner, "max_concurrency", None)
+        return max(1, -(-parallel // self.flush_every)) if isinstance(parallel, int) else 1
+
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         requests = list(requests)
         model_id, results, pending = self._lookup(requests)
         if not pending:
             return results  # type: ignore[return-value]
-        for chunk in self._chunks(pending):
-            answers = await self.inner.agenerate([requests[idx[0]] for idx in chunk.values()])
+        # one chunk at a time would leave all but flush_every of the server's slots idle while it waits for
+        # its slowest answer; a few chunks in flight keep them busy, each stored as it lands
+        gate = asyncio.Semaphore(self._chunks_in_flight())
+
+        async def send(chunk: dict[str, list[int]]) -> None:
+            async with gate:
+                answers = await self.inner.agenerate([requests[idx[0]] for idx in chunk.values()])
             self._store(requests, model_id, results, chunk, answers)
+
+        tasks = [asyncio.ensure_future(send(chunk)) for chunk in self._chunks(pending)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return results  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from negsynth_hf.mining import faiss_installed
 from negsynth_hf.stages.inputs import PairRows
 
 EMBEDDED_RETRIEVER_ID = "sentence-transformers/all-MiniLM-L6-v2 (embedded)"
@@ -31,7 +32,7 @@ class MiningOptions:
         """The build config's ``mining`` section."""
         return {
             **asdict(self),
-            "use_faiss": False,
+            "use_faiss": faiss_installed(),
             "corpus": "given" if corpus_given else "positives",
             "known_positives_column": known_positives_column,
         }
