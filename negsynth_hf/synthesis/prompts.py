@@ -1,4 +1,4 @@
-"""Versioned prompt templates for the three strategies (our own wording).
+"""Versioned prompt templates for the four strategies (our own wording).
 
 Everything taken from the dataset (query, positive, title, candidates, and the model's own earlier
 analysis) is inserted between XML-like data tags; any of those tags occurring inside the content is
@@ -19,7 +19,12 @@ from .profiles import DatasetProfile
 #: strategy -> prompt template version
 # qe-v3: the query-edit prompt names the edit kinds a profile marks relevant (avoided)
 # qe-v4: the edit schema's spans hold a whole query (schemas.SPAN_CHARS 100 -> 300)
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v4"}
+PROMPT_VERSIONS: dict[str, str] = {
+    "counterfactual": "cf-v2",
+    "naive": "naive-v1",
+    "query_edit": "qe-v4",
+    "rewrite": "rw-v1",
+}
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
@@ -239,6 +244,39 @@ def edited_passage_messages(
         'Reply as JSON: {"passage": "..."}'
     )
     return _messages(system, user)
+
+
+# --------------------------------------------------------------------------- rewrite (rw-v1)
+
+
+def rewrite_messages(
+    query: str, document: str, *, profile: DatasetProfile, focus: str, max_chars: int
+) -> tuple[dict[str, str], ...]:
+    """Short on purpose (small models follow short prompts better); the code applies the edits it names."""
+    system = f"You make small, precise edits to {profile.document_kind}s. {_DATA_RULE} Reply with JSON only."
+    user = (
+        f"{_tag('query', query, max_chars=max_chars)}\n\n{_tag('positive', document, max_chars=max_chars)}\n\n"
+        f"This {profile.document_kind} satisfies the {profile.query_kind}. Change {focus} in it to a different, "
+        f"plausible value, so that it stays on the same subject but no longer satisfies the {profile.query_kind}. "
+        "For each change copy the words exactly from the text and give the new words; change every mention of "
+        "that detail and nothing else.\n"
+        f"{_avoid_line(profile)}"
+        'Example: for "Aspirin lowered the risk of stroke in adults; patients on aspirin had 20% fewer strokes." '
+        'one answer is {"edits": [{"original": "Aspirin", "replacement": "Ibuprofen"}, {"original": "aspirin", '
+        '"replacement": "ibuprofen"}], "edit_type": "entity"}\n'
+        'Reply with JSON only: {"edits": [{"original": "...", "replacement": "..."}], '
+        '"edit_type": "number|population|entity|direction|time|place|condition|other"}'
+    )
+    return _messages(system, user)
+
+
+def more_slots_message(missing: int, used: Sequence[str]) -> str:
+    """The follow-up turn asking for the negatives a reply left out (counterfactual), naming those it gave."""
+    done = "; ".join(used) if used else "none"
+    return (
+        f"Write {missing} more negative document{'s' if missing != 1 else ''}, each violating a critical requirement "
+        f"that your earlier ones did not use (used: {done}). Reply with only the JSON object."
+    )
 
 
 def reask_messages(
