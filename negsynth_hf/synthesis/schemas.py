@@ -45,6 +45,12 @@ def _snake(value: Any) -> Any:
     return value
 
 
+def _edit_type(value: Any) -> Any:
+    """An edit label in our spelling; an unknown one is "other" (the code judges the kind from the words)."""
+    value = _snake(value)
+    return value if value in EDIT_TYPES else "other"
+
+
 class _Stage(BaseModel):
     # lenient on input (extra keys ignored), strict in the published schema
     model_config = ConfigDict(
@@ -212,11 +218,7 @@ class QueryEdit(_Stage):
     replacement: str = Field(min_length=1, max_length=SPAN_CHARS, description="the words to put in their place")
     edit_type: EditType = Field(default="other", description="which kind of detail was changed")
 
-    @field_validator("edit_type", mode="before")
-    @classmethod
-    def _norm_edit_type(cls, value: Any) -> Any:
-        value = _snake(value)
-        return value if value in EDIT_TYPES else "other"
+    _norm_edit_type = field_validator("edit_type", mode="before")(_edit_type)
 
 
 class EditedPassage(_Stage):
@@ -249,11 +251,7 @@ class Rewrite(_Stage):
     )
     edit_type: EditType = Field(default="other", description="which kind of detail was changed")
 
-    @field_validator("edit_type", mode="before")
-    @classmethod
-    def _norm_edit_type(cls, value: Any) -> Any:
-        value = _snake(value)
-        return value if value in EDIT_TYPES else "other"
+    _norm_edit_type = field_validator("edit_type", mode="before")(_edit_type)
 
 
 ANALYSIS_SCHEMA: dict[str, Any] = Analysis.model_json_schema()
