@@ -221,3 +221,33 @@ def test_every_missing_negative_has_a_reason(strategy):
         assert len(res.negatives) + len(res.unfilled) == 3 and all(res.unfilled)
     good, bad = synth.synthesize(items)
     assert len(good.negatives) == 1 and bad.unfilled == [bad.failure_reason] * 3
+
+
+def test_transform_records_rewrite_provenance_and_unfilled_columns():
+    """Through CounterfactualNegatives: spans, replacements and source per negative; one reason per empty column."""
+    import re
+
+    from test_transform_helpers import ScriptedSpec, pairs
+
+    from negsynth_hf.transform import PROVENANCE_COLUMN, CounterfactualNegatives, RowProvenance
+
+    def responder(request):
+        if "Change a number" in user_text(request):
+            number = re.search(r"by (\d+) percent", user_text(request))[1]
+            return reply((f"{number} percent", "2 percent"), edit_type="number")
+        return reply(("older adults", "children"))  # not in these positives: fails every attempt
+
+    class Scripted(CounterfactualNegatives):
+        def _make_synthesizer(self, generator):
+            return Synthesizer(ScriptedGenerator(responder), config=self.synthesis)
+
+    out = Scripted(ScriptedSpec(), strategy="rewrite", num_generated=2, max_attempts=2)(pairs(2))
+    assert (
+        out["generated_1"][0] == "A randomized trial found that vitamin D lowered the risk of disease 0 by 2 percent."
+    )
+    assert out["generated_2"] == ["", ""]
+    record = RowProvenance.from_json(out[PROVENANCE_COLUMN][0])
+    (negative,) = record.negatives
+    assert negative.source == "positive" and negative.edits == (("10 percent", "2 percent"),)
+    assert negative.strategy_type == "rewrite:number" and record.prompt_version == "rw-v1"
+    assert len(record.unfilled) == 1 and "does not occur verbatim" in record.unfilled[0]
