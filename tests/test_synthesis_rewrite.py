@@ -73,6 +73,7 @@ def test_multi_span_edit():
         (reply(("ears", "months")), "only inside longer words"),  # "years" holds it, but no whole word "ears"
         (reply((POSITIVE[:110], "Unrelated text.")), "at most 40%"),  # a new text, not a rewrite
         ('{"edits": []}', "edits: List should have at least 1 item"),
+        (reply(("2,686", "2.686")), "change only punctuation or letter case"),
     ],
 )
 def test_failed_check_costs_a_retry_with_the_reason(bad, reason):

@@ -637,6 +637,8 @@ def _rewrite_parser(source: str, profile: DatasetProfile) -> Callable[[str], tup
             applied = apply_span_edits(source, [(e.original, e.replacement) for e in outcome.value.edits])
         except ValueError as exc:
             return None, str(exc)
+        if normalize(applied.text) == normalize(source):
+            return None, "the edits change only punctuation or letter case; change one detail's words"
         for edit in applied.edits:
             error = _relevant_kind_error(profile, edit.original, edit.replacement, edit_type)
             if error:
@@ -667,11 +669,11 @@ def rewrite_plan(ctx: Context) -> Plan:
 
 
 def _rewrite_tasks(ctx: Context, row: int) -> list[Task]:
-    """The row's K edit calls; a rewrite equal to the positive or to another slot's is re-asked with the reason."""
+    """The row's K edit calls; a rewrite equal to another slot's is re-asked with the reason."""
     item = ctx.items[row]
     assert item is not None
     focuses = query_edit_focuses(ctx.profile)  # without the profile's relevant edit kinds
-    seen = {normalize(item.positive)}
+    seen: set[str] = set()
     parse = distinct(_rewrite_parser(item.positive, ctx.profile), seen, _rewritten_key, "this edited document")
     tasks = []
     for k in range(ctx.num_negatives):
