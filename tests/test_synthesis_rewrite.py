@@ -252,3 +252,48 @@ def test_transform_records_rewrite_provenance_and_unfilled_columns():
     assert negative.source == "positive" and negative.edits == (("10 percent", "2 percent"),)
     assert negative.strategy_type == "rewrite:number" and record.prompt_version == "rw-v1"
     assert len(record.unfilled) == 1 and "does not occur verbatim" in record.unfilled[0]
+
+
+def _number_only(request) -> str:
+    """Scripted editor for the build test: the number focus edits the row's percentage; other focuses fail."""
+    import re
+
+    if "Change a number" in user_text(request):
+        return reply((re.search(r"by (\d+ percent)", user_text(request))[1], "2 percent"), edit_type="number")
+    return reply(("older adults", "children"))
+
+
+class _RewriteSpec:
+    """A picklable, config-only spec (what the transform hashes) building the scripted editor above."""
+
+    def build(self):
+        return ScriptedGenerator(_number_only, model_id="scripted-rewrite")
+
+    def to_dict(self) -> dict:
+        return {"type": "scripted-rewrite"}
+
+
+def test_build_gives_every_empty_generated_slot_its_own_reason(tiny_model, tmp_path):
+    from datasets import Dataset
+    from test_transform_helpers import corpus, pairs
+
+    from negsynth_hf.build import build_dataset
+
+    result = build_dataset(
+        Dataset.from_dict(pairs(4)),
+        corpus=corpus(),
+        retriever=tiny_model,
+        generator=_RewriteSpec(),
+        strategy="rewrite",
+        num_mined=1,
+        num_generated=2,
+        max_attempts=2,
+        cache_dir=str(tmp_path / "cache"),
+        show_progress_bar=False,
+    )
+    slots = [s for s in result.provenance if s["source"] == "generated"]
+    filled = [s for s in slots if s["status"] == "filled"]
+    assert len(slots) == 8 and len(filled) == 4  # one rewrite per row; the second slot failed every attempt
+    assert all("does not occur verbatim in the document" in s["weight_reason"] for s in filled)
+    written = [s for s in slots if s["status"] != "filled"]
+    assert all(s["strategy_type"] == "rewrite:number" and s["prompt_version"] == "rw-v1" for s in written)
