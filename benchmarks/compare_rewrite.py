@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--collection", default="scifact")
     p.add_argument("--rows", type=int, default=20, help="The first N training pairs of benchmarks/quality.py.")
-    p.add_argument("--strategies", nargs="+", default=["query_edit", "rewrite"])
+    p.add_argument("--strategies", nargs="+", default=["rewrite", "query_edit"])
+    p.add_argument("--chunk", type=int, default=5, help="Rows per synthesis call (results are saved after each).")
     p.add_argument("--num-generated", type=int, default=2)
     p.add_argument("--num-mined", type=int, default=3)
     p.add_argument("--mine-corpus-size", type=int, default=2000, help="Judged documents plus seeded random others.")
@@ -60,7 +61,9 @@ def quality_args(args: argparse.Namespace) -> argparse.Namespace:
     return qargs
 
 
-def synthesize(strategy: str, generator: Any, items: list[Any], settings: dict[str, Any], args) -> tuple[list, float]:
+def synthesize(
+    strategy: str, generator: Any, items: list[Any], settings: dict[str, Any], args: argparse.Namespace
+) -> tuple[list[Any], float]:
     from negsynth_hf.synthesis import Synthesizer
 
     qargs = quality_args(args)
@@ -131,26 +134,26 @@ def rows_record(pairs: Any, results: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def mined_negatives(collection: Any, pairs: Any, train_ids: list[str], args) -> list[list[str]]:
+def mined_negatives(collection: Any, pairs: Any, train_ids: list[str], retriever: Any, args) -> list[list[str]]:
+    """MiniLM's top non-relevant corpus documents per row (the probe's corpus side, as the build mines them)."""
     from negsynth_hf.data import mining_corpus
     from negsynth_hf.mining import mine_negatives
-    from negsynth_hf.training import load_model
 
     corpus = mining_corpus(collection, "train", train_ids, corpus_size=args.mine_corpus_size, seed=0)
     known = list(pairs["known_positives"])
-    model = load_model("embedded", max_seq_length=128)
     mined = mine_negatives(
-        pairs, model=model, num_negatives=args.num_mined, corpus=corpus, known_positives=known, relative_margin=0.05
+        pairs, model=retriever, num_negatives=args.num_mined, corpus=corpus, known_positives=known, relative_margin=0.05
     )
     return mined.negatives
 
 
-def probe_aucs(generated: list[list[str]], mined: list[list[str]], positives: list[str], queries: list[str]):
+def probe_aucs(
+    generated: list[list[str]], mined: list[list[str]], positives: list[str], queries: list[str], model: Any
+) -> dict[str, Any]:
     """Raw source-probe AUC (embeddings + surface, and surface only) and how many generated texts the retriever
     scores at or above their own positive."""
     import numpy as np
 
-    from negsynth_hf.training import load_model
     from negsynth_hf.weighting import source_weights
 
     texts, is_gen, groups = [], [], []
@@ -159,7 +162,6 @@ def probe_aucs(generated: list[list[str]], mined: list[list[str]], positives: li
             texts.append(text)
             is_gen.append(flag)
             groups.append(row)
-    model = load_model("embedded", max_seq_length=128)
     emb = model.encode(texts, normalize_embeddings=True, batch_size=32)
     with_emb = source_weights(texts, is_gen, groups, embeddings=emb, enabled=False)
     surface = source_weights(texts, is_gen, groups, enabled=False)
@@ -178,17 +180,17 @@ def probe_aucs(generated: list[list[str]], mined: list[list[str]], positives: li
     }
 
 
-def baseline_written(path: Path, rows: int, k: int) -> dict[str, Any] | None:
-    """How many of the first ``rows`` rows' generated slots the quality grid's build filled with a written text."""
+def baseline_written(path: Path, query_ids: list[str], k: int) -> dict[str, Any] | None:
+    """How many generated slots of these rows the quality grid's build filled with a written text (``None`` when
+    its rows are not these queries)."""
     if not path.is_file():
         return None
     slots = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    mine = [s for s in slots if s["row"] < rows]
-    return {
-        "file": str(path.relative_to(ROOT)),
-        "asked": rows * k,
-        "written": sum(s["status"] != "filled" for s in mine),
-    }
+    mine = [s for s in slots if s["row"] < len(query_ids)]
+    if any(s["query_id"] != query_ids[s["row"]] for s in mine):
+        return None
+    written = sum(s["status"] != "filled" for s in mine)
+    return {"file": str(path.relative_to(ROOT)), "asked": len(query_ids) * k, "written": written}
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -208,13 +210,14 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{s.get('probe_auc_embedding_surface', float('nan')):.3f} | {s.get('probe_auc_surface', float('nan')):.3f} | "
             f"{s.get('generated_at_or_above_positive', '-')} of {s['kept']} |"
         )
-    base = report.get("baseline_written")
-    if base:
-        lines += [
-            "",
-            f"Before per-slot re-asks, the quality grid's build wrote {base['written']} of {base['asked']} "
-            f"query_edit negatives for these rows (`{base['file']}`).",
-        ]
+    for s in report["strategies"]:
+        base = s.get("baseline_written")
+        if base:
+            lines += [
+                "",
+                f"Before per-slot re-asks, the quality grid's build wrote {base['written']} of {base['asked']} "
+                f"query_edit negatives for these {s['rows']} rows (`{base['file']}`).",
+            ]
     lines += ["", "Unfilled negatives by reason:", ""]
     for s in report["strategies"]:
         for reason, n in s["unfilled_reasons"].items():
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from negsynth_hf.data import load_beir
     from negsynth_hf.synthesis import SynthesisInput
+    from negsynth_hf.training import load_model
 
     args = parse_args(argv)
     qargs = quality_args(args)
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         SynthesisInput(query=q, positive=p, positive_id=str(d))
         for q, p, d in zip(pairs["anchor"], pairs["positive"], pairs["positive_id"], strict=True)
     ]
+    retriever = load_model("embedded", max_seq_length=128)
+    mined = mined_negatives(collection, Dataset.from_dict(pairs.to_dict()), train_ids, retriever, args)
     generator = quality.generator_config(qargs).build()
     report: dict[str, Any] = {
         "collection": args.collection,
@@ -250,20 +256,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_row": {},
     }
     out = Path(args.out)
-    produced: dict[str, list[list[str]]] = {}
+    queries, positives = list(pairs["anchor"]), list(pairs["positive"])
     for strategy in args.strategies:
-        results, seconds = synthesize(strategy, generator, items, settings, args)
-        report["strategies"].append(summary(strategy, results, seconds, args.num_generated))
-        report["per_row"][strategy] = rows_record(pairs, results)
-        produced[strategy] = [[n.text for n in r.negatives] for r in results]
-        reporting.write_json(out.with_suffix(".json"), report)  # what has finished survives an interruption
-        print(json.dumps(report["strategies"][-1]), flush=True)
-    report["baseline_written"] = baseline_written(Path(args.baseline_slots), len(items), args.num_generated)
-    mined = mined_negatives(collection, Dataset.from_dict(pairs.to_dict()), train_ids, args)
-    for s in report["strategies"]:
-        s.update(probe_aucs(produced[s["strategy"]], mined, list(pairs["positive"]), list(pairs["anchor"])))
-    reporting.write_json(out.with_suffix(".json"), report)
-    out.with_suffix(".md").write_text(to_markdown(report), encoding="utf-8")
+        results: list[Any] = []
+        seconds = 0.0
+        # in chunks of rows, saving after each: a run cut short still reports the rows it finished
+        for start in range(0, len(items), args.chunk):
+            chunk, took = synthesize(strategy, generator, items[start : start + args.chunk], settings, args)
+            results, seconds, done = results + chunk, seconds + took, len(results) + len(chunk)
+            entry = summary(strategy, results, seconds, args.num_generated)
+            texts = [[n.text for n in r.negatives] for r in results]
+            entry.update(probe_aucs(texts, mined[:done], positives[:done], queries[:done], retriever))
+            if strategy == "query_edit":
+                ids = list(pairs["query_id"][:done])
+                entry["baseline_written"] = baseline_written(Path(args.baseline_slots), ids, args.num_generated)
+            report["strategies"] = [s for s in report["strategies"] if s["strategy"] != strategy] + [entry]
+            report["per_row"][strategy] = rows_record(pairs, results)
+            reporting.write_json(out.with_suffix(".json"), report)
+            out.with_suffix(".md").write_text(to_markdown(report), encoding="utf-8")
+            print(json.dumps(entry), flush=True)
     print(to_markdown(report), flush=True)
     return report
 
