@@ -26,8 +26,8 @@ def reply(*edits: tuple[str, str], edit_type: str = "other") -> str:
 
 
 def by_focus(request) -> str:
-    """The scripted editor: the number focus gets the number edit, every other focus the entity edit."""
-    return json.dumps(NUMBER if "Change a number" in user_text(request) else ENTITY)
+    """The scripted editor: the entity focus gets the entity edit, every other focus the number edit."""
+    return json.dumps(ENTITY if "Find the main entity" in user_text(request) else NUMBER)
 
 
 def run(responder, *, k=2, profile="generic", **options):
@@ -38,12 +38,12 @@ def run(responder, *, k=2, profile="generic", **options):
 
 
 def test_applied_edits_and_provenance():
-    gen, res = run(by_focus, k=2, profile="scientific")  # scientific avoids direction: number, then population
+    gen, res = run(by_focus, k=2, profile="scientific")  # the entity focus first, then the population
     assert res.failure_reason is None and res.unfilled == [] and res.prompt_version == "rw-v1"
     assert len(gen.batches) == 1 and len(gen.batches[0]) == 2  # K calls per row, in one batch
     assert all(r.json_schema == REWRITE_SCHEMA and r.prompt_version == "rw-v1" for r in gen.requests)
     assert POSITIVE in user_text(gen.requests[0])  # the source document is in the prompt
-    number, entity = res.negatives
+    entity, number = res.negatives
     # every mention replaced, the sentence-initial one capitalized; nothing else of the document changed
     assert entity.text == POSITIVE.replace("Vitamin D", "Vitamin K").replace("vitamin D", "vitamin K")
     assert number.text == POSITIVE.replace("22 percent", "3 percent") and number.strategy_type == "rewrite:number"
@@ -233,7 +233,7 @@ def test_transform_records_rewrite_provenance_and_unfilled_columns():
     from negsynth_hf.transform import PROVENANCE_COLUMN, CounterfactualNegatives, RowProvenance
 
     def responder(request):
-        if "Change a number" in user_text(request):
+        if "Find the main entity" in user_text(request):
             number = re.search(r"by (\d+) percent", user_text(request))[1]
             return reply((f"{number} percent", "2 percent"), edit_type="number")
         return reply(("older adults", "children"))  # not in these positives: fails every attempt
@@ -255,10 +255,10 @@ def test_transform_records_rewrite_provenance_and_unfilled_columns():
 
 
 def _number_only(request) -> str:
-    """Scripted editor for the build test: the number focus edits the row's percentage; other focuses fail."""
+    """Scripted editor for the build test: the first focus edits the row's percentage; other focuses fail."""
     import re
 
-    if "Change a number" in user_text(request):
+    if "Find the main entity" in user_text(request):
         return reply((re.search(r"by (\d+ percent)", user_text(request))[1], "2 percent"), edit_type="number")
     return reply(("older adults", "children"))
 

@@ -63,10 +63,16 @@ _AVOID_WORDING = {
 }
 
 
-def query_edit_focuses(profile: DatasetProfile) -> tuple[str, ...]:
-    """The edit focuses the LLM editor cycles through, without those asking for a kind the profile marks relevant."""
+#: the rewrite strategy's order: the detail a query is about first (changing it in a document breaks relevance most
+#: surely), a number last (a document's numbers are often not what the query asks about)
+REWRITE_FOCUS = tuple(QUERY_EDIT_FOCUS[i] for i in (2, 1, 4, 3, 0))
+
+
+def query_edit_focuses(profile: DatasetProfile, order: tuple[str, ...] = QUERY_EDIT_FOCUS) -> tuple[str, ...]:
+    """The edit focuses an LLM editor cycles through (in ``order``), without those asking for a kind the profile
+    marks relevant."""
     avoid = set(profile.relevant_edit_kinds)
-    return tuple(f for f in QUERY_EDIT_FOCUS if _FOCUS_KINDS.get(f) not in avoid) or QUERY_EDIT_FOCUS
+    return tuple(f for f in order if _FOCUS_KINDS.get(f) not in avoid) or order
 
 
 def _avoid_line(profile: DatasetProfile) -> str:
@@ -256,10 +262,10 @@ def rewrite_messages(
     system = f"You make small, precise edits to {profile.document_kind}s. {_DATA_RULE} Reply with JSON only."
     user = (
         f"{_tag('query', query, max_chars=max_chars)}\n\n{_tag('positive', document, max_chars=max_chars)}\n\n"
-        f"This {profile.document_kind} satisfies the {profile.query_kind}. Change {focus} in it to a different, "
-        f"plausible value, so that it stays on the same subject but no longer satisfies the {profile.query_kind}. "
-        "For each change copy the words exactly from the text and give the new words; change every mention of "
-        "that detail and nothing else.\n"
+        f"This {profile.document_kind} satisfies the {profile.query_kind}. Find {focus} that both mention, and "
+        f"change it in the {profile.document_kind} to a different, plausible value, so that the text stays on the "
+        f"same subject but no longer satisfies the {profile.query_kind}. For each change copy the words exactly "
+        "from the text and give the new words; change every mention of that detail and nothing else.\n"
         f"{_avoid_line(profile)}"
         'Example: for "Aspirin lowered the risk of stroke in adults; patients on aspirin had 20% fewer strokes." '
         'one answer is {"edits": [{"original": "Aspirin", "replacement": "Ibuprofen"}, {"original": "aspirin", '

@@ -38,6 +38,7 @@ from .parsing import extract_json, parse_reply
 from .profiles import DatasetProfile
 from .prompts import (
     PROMPT_VERSIONS,
+    REWRITE_FOCUS,
     counterfactual_analysis_messages,
     counterfactual_generation_messages,
     edited_passage_messages,
@@ -672,7 +673,7 @@ def _rewrite_tasks(ctx: Context, row: int) -> list[Task]:
     """The row's K edit calls; a rewrite equal to another slot's is re-asked with the reason."""
     item = ctx.items[row]
     assert item is not None
-    focuses = query_edit_focuses(ctx.profile)  # without the profile's relevant edit kinds
+    focuses = query_edit_focuses(ctx.profile, REWRITE_FOCUS)  # without the profile's relevant edit kinds
     seen: set[str] = set()
     parse = distinct(_rewrite_parser(item.positive, ctx.profile), seen, _rewritten_key, "this edited document")
     tasks = []
