@@ -257,21 +257,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = Path(args.out)
     queries, positives = list(pairs["anchor"]), list(pairs["positive"])
-    for strategy in args.strategies:
-        results: list[Any] = []
-        seconds = 0.0
-        # in chunks of rows, saving after each: a run cut short still reports the rows it finished
-        for start in range(0, len(items), args.chunk):
+    results: dict[str, list[Any]] = {s: [] for s in args.strategies}
+    seconds = dict.fromkeys(args.strategies, 0.0)
+    # chunk by chunk, every strategy on the same rows, saving after each: a run cut short compares equal rows
+    for start in range(0, len(items), args.chunk):
+        for strategy in args.strategies:
             chunk, took = synthesize(strategy, generator, items[start : start + args.chunk], settings, args)
-            results, seconds, done = results + chunk, seconds + took, len(results) + len(chunk)
-            entry = summary(strategy, results, seconds, args.num_generated)
-            texts = [[n.text for n in r.negatives] for r in results]
+            results[strategy] += chunk
+            seconds[strategy] += took
+            done = len(results[strategy])
+            entry = summary(strategy, results[strategy], seconds[strategy], args.num_generated)
+            texts = [[n.text for n in r.negatives] for r in results[strategy]]
             entry.update(probe_aucs(texts, mined[:done], positives[:done], queries[:done], retriever))
             if strategy == "query_edit":
                 ids = list(pairs["query_id"][:done])
                 entry["baseline_written"] = baseline_written(Path(args.baseline_slots), ids, args.num_generated)
             report["strategies"] = [s for s in report["strategies"] if s["strategy"] != strategy] + [entry]
-            report["per_row"][strategy] = rows_record(pairs, results)
+            report["per_row"][strategy] = rows_record(pairs, results[strategy])
             reporting.write_json(out.with_suffix(".json"), report)
             out.with_suffix(".md").write_text(to_markdown(report), encoding="utf-8")
             print(json.dumps(entry), flush=True)

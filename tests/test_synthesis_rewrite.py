@@ -27,7 +27,7 @@ def reply(*edits: tuple[str, str], edit_type: str = "other") -> str:
 
 def by_focus(request) -> str:
     """The scripted editor: the entity focus gets the entity edit, every other focus the number edit."""
-    return json.dumps(ENTITY if "Find the main entity" in user_text(request) else NUMBER)
+    return json.dumps(ENTITY if "find the main entity" in user_text(request) else NUMBER)
 
 
 def run(responder, *, k=2, profile="generic", **options):
@@ -39,9 +39,9 @@ def run(responder, *, k=2, profile="generic", **options):
 
 def test_applied_edits_and_provenance():
     gen, res = run(by_focus, k=2, profile="scientific")  # the entity focus first, then the population
-    assert res.failure_reason is None and res.unfilled == [] and res.prompt_version == "rw-v1"
+    assert res.failure_reason is None and res.unfilled == [] and res.prompt_version == "rw-v2"
     assert len(gen.batches) == 1 and len(gen.batches[0]) == 2  # K calls per row, in one batch
-    assert all(r.json_schema == REWRITE_SCHEMA and r.prompt_version == "rw-v1" for r in gen.requests)
+    assert all(r.json_schema == REWRITE_SCHEMA and r.prompt_version == "rw-v2" for r in gen.requests)
     assert POSITIVE in user_text(gen.requests[0])  # the source document is in the prompt
     entity, number = res.negatives
     # every mention replaced, the sentence-initial one capitalized; nothing else of the document changed
@@ -54,7 +54,7 @@ def test_applied_edits_and_provenance():
     assert record["edits"] == [["vitamin D", "vitamin K"]] and record["source_id"] == "doc-42"
     json.dumps(res.to_dict())
     # the strategy's prompt version goes into provenance and into every request (the response cache key)
-    assert Synthesizer(ScriptedGenerator(by_focus), strategy="rewrite").config_dict()["prompt_version"] == "rw-v1"
+    assert Synthesizer(ScriptedGenerator(by_focus), strategy="rewrite").config_dict()["prompt_version"] == "rw-v2"
 
 
 def test_multi_span_edit():
@@ -74,6 +74,7 @@ def test_multi_span_edit():
         (reply((POSITIVE[:110], "Unrelated text.")), "at most 40%"),  # a new text, not a rewrite
         ('{"edits": []}', "edits: List should have at least 1 item"),
         (reply(("2,686", "2.686")), "change only punctuation or letter case"),
+        (reply(("older adults", "children")), "is copied from the query, not from the document"),
     ],
 )
 def test_failed_check_costs_a_retry_with_the_reason(bad, reason):
@@ -233,7 +234,7 @@ def test_transform_records_rewrite_provenance_and_unfilled_columns():
     from negsynth_hf.transform import PROVENANCE_COLUMN, CounterfactualNegatives, RowProvenance
 
     def responder(request):
-        if "Find the main entity" in user_text(request):
+        if "find the main entity" in user_text(request):
             number = re.search(r"by (\d+) percent", user_text(request))[1]
             return reply((f"{number} percent", "2 percent"), edit_type="number")
         return reply(("older adults", "children"))  # not in these positives: fails every attempt
@@ -250,7 +251,7 @@ def test_transform_records_rewrite_provenance_and_unfilled_columns():
     record = RowProvenance.from_json(out[PROVENANCE_COLUMN][0])
     (negative,) = record.negatives
     assert negative.source == "positive" and negative.edits == (("10 percent", "2 percent"),)
-    assert negative.strategy_type == "rewrite:number" and record.prompt_version == "rw-v1"
+    assert negative.strategy_type == "rewrite:number" and record.prompt_version == "rw-v2"
     assert len(record.unfilled) == 1 and "does not occur verbatim" in record.unfilled[0]
 
 
@@ -258,7 +259,7 @@ def _number_only(request) -> str:
     """Scripted editor for the build test: the first focus edits the row's percentage; other focuses fail."""
     import re
 
-    if "Find the main entity" in user_text(request):
+    if "find the main entity" in user_text(request):
         return reply((re.search(r"by (\d+ percent)", user_text(request))[1], "2 percent"), edit_type="number")
     return reply(("older adults", "children"))
 
@@ -296,4 +297,9 @@ def test_build_gives_every_empty_generated_slot_its_own_reason(tiny_model, tmp_p
     assert len(slots) == 8 and len(filled) == 4  # one rewrite per row; the second slot failed every attempt
     assert all("does not occur verbatim in the document" in s["weight_reason"] for s in filled)
     written = [s for s in slots if s["status"] != "filled"]
-    assert all(s["strategy_type"] == "rewrite:number" and s["prompt_version"] == "rw-v1" for s in written)
+    assert all(s["strategy_type"] == "rewrite:number" and s["prompt_version"] == "rw-v2" for s in written)
+
+
+def test_a_span_copied_with_other_letter_case_is_the_same_words():
+    applied = apply_span_edits(POSITIVE, [("Oral Vitamin D", "intravenous iron")])
+    assert "intravenous iron every four months" in applied.text and applied.edits[0].occurrences == 1

@@ -19,11 +19,13 @@ from .profiles import DatasetProfile
 #: strategy -> prompt template version
 # qe-v3: the query-edit prompt names the edit kinds a profile marks relevant (avoided)
 # qe-v4: the edit schema's spans hold a whole query (schemas.SPAN_CHARS 100 -> 300)
+# rw-v2: the document comes first and the prompt says to copy from it, not from the query (with rw-v1, Qwen 1.5B
+# mostly copied the claim's words: 0 of 10 SciFact negatives kept)
 PROMPT_VERSIONS: dict[str, str] = {
     "counterfactual": "cf-v2",
     "naive": "naive-v1",
     "query_edit": "qe-v4",
-    "rewrite": "rw-v1",
+    "rewrite": "rw-v2",
 }
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
@@ -252,7 +254,7 @@ def edited_passage_messages(
     return _messages(system, user)
 
 
-# --------------------------------------------------------------------------- rewrite (rw-v1)
+# --------------------------------------------------------------------------- rewrite (rw-v2)
 
 
 def rewrite_messages(
@@ -261,15 +263,16 @@ def rewrite_messages(
     """Short on purpose (small models follow short prompts better); the code applies the edits it names."""
     system = f"You make small, precise edits to {profile.document_kind}s. {_DATA_RULE} Reply with JSON only."
     user = (
-        f"{_tag('query', query, max_chars=max_chars)}\n\n{_tag('positive', document, max_chars=max_chars)}\n\n"
-        f"This {profile.document_kind} satisfies the {profile.query_kind}. Find {focus} that both mention, and "
-        f"change it in the {profile.document_kind} to a different, plausible value, so that the text stays on the "
-        f"same subject but no longer satisfies the {profile.query_kind}. For each change copy the words exactly "
-        "from the text and give the new words; change every mention of that detail and nothing else.\n"
+        f"Document:\n{_tag('positive', document, max_chars=max_chars)}\n\n"
+        f"It satisfies this {profile.query_kind}:\n{_tag('query', query, max_chars=max_chars)}\n\n"
+        f"Edit the DOCUMENT: find {focus} that the document and the {profile.query_kind} share, and change it in the "
+        f"document to a different, plausible value, so that the document stays on the same subject but no longer "
+        f'satisfies the {profile.query_kind}. Copy each "original" exactly from the document (not from the '
+        f"{profile.query_kind}) and give its new words; change every mention of that detail and nothing else.\n"
         f"{_avoid_line(profile)}"
-        'Example: for "Aspirin lowered the risk of stroke in adults; patients on aspirin had 20% fewer strokes." '
-        'one answer is {"edits": [{"original": "Aspirin", "replacement": "Ibuprofen"}, {"original": "aspirin", '
-        '"replacement": "ibuprofen"}], "edit_type": "entity"}\n'
+        'Example: for the document "Aspirin lowered the risk of stroke in adults; patients on aspirin had 20% fewer '
+        'strokes." one answer is {"edits": [{"original": "Aspirin", "replacement": "Ibuprofen"}, {"original": '
+        '"aspirin", "replacement": "ibuprofen"}], "edit_type": "entity"}\n'
         'Reply with JSON only: {"edits": [{"original": "...", "replacement": "..."}], '
         '"edit_type": "number|population|entity|direction|time|place|condition|other"}'
     )

@@ -1,7 +1,8 @@
 """The rewrite strategy's check: in-place span edits of a corpus document, applied by code.
 
 The LLM names spans of the document and their replacements; nothing else of its reply reaches the negative.
-An edit is accepted only if every span occurs verbatim in the document (as whole words), every replacement
+An edit is accepted only if every span occurs verbatim in the document (as whole words; letter case aside, so a
+sentence-initial capital does not fail a copied phrase), every replacement
 differs from its span, no span is changed two ways, and the edits together touch a small share of the text.
 Each failure raises a ``ValueError`` whose message is the re-ask's reason.
 """
@@ -71,7 +72,7 @@ def check_span_edits(source: str, edits: Sequence[tuple[str, str]]) -> list[tupl
         original, replacement = _clean(raw_original), _clean(raw_replacement)
         if not original:
             raise ValueError(f"edit {i}: 'original' is empty; copy the words to change from the document")
-        if original not in source:
+        if original.casefold() not in source.casefold():
             raise ValueError(
                 f"edit {i}: 'original' ({original!r}) does not occur verbatim in the document; copy the words to "
                 "change exactly, character for character"

@@ -626,7 +626,7 @@ def _record_passages(ctx: Context, row: int, tasks: list[Task], unfilled: list[s
 # --------------------------------------------------------------------------- rewrite
 
 
-def _rewrite_parser(source: str, profile: DatasetProfile) -> Callable[[str], tuple[Any, str | None]]:
+def _rewrite_parser(source: str, query: str, profile: DatasetProfile) -> Callable[[str], tuple[Any, str | None]]:
     """Schema validation, then the span checks and the edit-kind rule; the value is the applied rewrite."""
 
     def parse(text: str) -> tuple[Any, str | None]:
@@ -634,6 +634,9 @@ def _rewrite_parser(source: str, profile: DatasetProfile) -> Callable[[str], tup
         if outcome.value is None:
             return None, outcome.error
         edit_type = outcome.value.edit_type
+        copied = _copied_from_query(source, query, [e.original for e in outcome.value.edits])
+        if copied:
+            return None, copied
         try:
             applied = apply_span_edits(source, [(e.original, e.replacement) for e in outcome.value.edits])
         except ValueError as exc:
@@ -647,6 +650,18 @@ def _rewrite_parser(source: str, profile: DatasetProfile) -> Callable[[str], tup
         return (applied, edit_type), None
 
     return parse
+
+
+def _copied_from_query(source: str, query: str, spans: list[str]) -> str | None:
+    """The re-ask reason when a span is words of the query that the document lacks (small models edit the query)."""
+    for i, span in enumerate(spans, 1):
+        words = span.strip().casefold()
+        if words and words not in source.casefold() and words in query.casefold():
+            return (
+                f"edit {i}: 'original' ({span!r}) is copied from the query, not from the document; copy words "
+                "that occur in the document"
+            )
+    return None
 
 
 def _rewritten_key(value: Any) -> str:
@@ -675,7 +690,9 @@ def _rewrite_tasks(ctx: Context, row: int) -> list[Task]:
     assert item is not None
     focuses = query_edit_focuses(ctx.profile, REWRITE_FOCUS)  # without the profile's relevant edit kinds
     seen: set[str] = set()
-    parse = distinct(_rewrite_parser(item.positive, ctx.profile), seen, _rewritten_key, "this edited document")
+    parse = distinct(
+        _rewrite_parser(item.positive, item.query, ctx.profile), seen, _rewritten_key, "this edited document"
+    )
     tasks = []
     for k in range(ctx.num_negatives):
         focus = focuses[k % len(focuses)]
