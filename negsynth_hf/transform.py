@@ -93,6 +93,9 @@ class NegativeProvenance:
     candidate_index: int | None = None
     edited_query: str | None = None
     rule_edit: bool = False
+    source: str | None = None  # rewrite: the document edited ("positive")
+    source_id: str | None = None  # its id, when the input named it
+    edits: tuple[tuple[str, str], ...] = ()  # rewrite: (original span, replacement) of every in-place edit
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,14 @@ class RowProvenance:
     trimmed_tokens: int = 0  # prompt tokens cut to fit the model's context
     dropped_candidates: int = 0  # mined candidates left out of prompts to fit it
     negatives: tuple[NegativeProvenance, ...] = field(default_factory=tuple)
+    unfilled: tuple[str, ...] = ()  # one reason per generated column the LLM left empty
 
     @classmethod
     def from_json(cls, text: str) -> RowProvenance:
         data = json.loads(text) if text else {}
         names = {f.name for f in dataclasses.fields(NegativeProvenance)}
         negatives = tuple(
-            NegativeProvenance(**{k: (tuple(v) if k == "flags" else v) for k, v in neg.items() if k in names})
+            NegativeProvenance(**{k: _record_value(k, v) for k, v in neg.items() if k in names})
             for neg in data.get("negatives") or ()
         )
         return cls(
@@ -129,7 +133,17 @@ class RowProvenance:
             trimmed_tokens=int(data.get("trimmed_tokens") or 0),
             dropped_candidates=int(data.get("dropped_candidates") or 0),
             negatives=negatives,
+            unfilled=tuple(data.get("unfilled") or ()),
         )
+
+
+def _record_value(name: str, value: Any) -> Any:
+    """A JSON list back as the tuple the frozen record holds (``edits``: a tuple of pairs)."""
+    if name == "flags":
+        return tuple(value)
+    if name == "edits":
+        return tuple(tuple(e) for e in value or ())
+    return value
 
 
 def default_generator_config() -> Any:
@@ -415,6 +429,7 @@ class CounterfactualNegatives:
                 "model_id": None,
                 "negatives": [],
                 "dropped_extra": 0,
+                "unfilled": [batch_error] * g,
             }
             return [""] * g, record
         negatives = [n for n in result.negatives if isinstance(n.text, str) and n.text.strip()]
@@ -434,6 +449,8 @@ class CounterfactualNegatives:
             "notes": list(getattr(result, "notes", []) or []),
             "dropped_extra": len(extra),
             "dropped_empty": empty,
+            # one reason per empty generated column (the synthesizer's, else an empty text's)
+            "unfilled": (list(result.unfilled) + ["the negative's text was empty"] * g)[: g - len(kept)],
             **(
                 {"trimmed_tokens": result.trimmed_tokens, "dropped_candidates": result.dropped_candidates}
                 if result.trimmed_tokens or result.dropped_candidates
@@ -453,6 +470,11 @@ class CounterfactualNegatives:
                     "candidate_index": n.candidate_index,
                     "edited_query": n.edited_query,
                     **({"rule_edit": True} if getattr(n, "rule_edit", False) else {}),
+                    **(
+                        {"source": n.source, "source_id": n.source_id, "edits": [list(e) for e in n.edits]}
+                        if getattr(n, "edits", ())
+                        else {}
+                    ),
                 }
                 for i, n in enumerate(kept, start=1)
             ],

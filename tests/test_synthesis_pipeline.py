@@ -34,7 +34,7 @@ def cf_responder(request):
 
 def test_counterfactual_end_to_end():
     gen = ScriptedGenerator(cf_responder)
-    synth = Synthesizer(gen, profile="scientific")
+    synth = Synthesizer(gen, profile="scientific", num_negatives=2)  # the reply holds K: no follow-up turn
     items = [
         SynthesisInput(QUERY, POSITIVE, candidates=CANDIDATES, title="Vitamin D trial"),
         SynthesisInput(QUERY, POSITIVE),
@@ -44,8 +44,8 @@ def test_counterfactual_end_to_end():
     first, second = gen.batches
     assert all(r.json_schema == ANALYSIS_SCHEMA and r.prompt_version == "cf-v2:analysis" for r in first)
     # per request: the analysis' critical ids as an enum, candidate numbers in range, at most K negatives
-    assert second[0].json_schema == generation_schema(["C1", "C2"], num_candidates=2, num_negatives=3)
-    assert second[1].json_schema == generation_schema(["C1", "C2"], num_candidates=0, num_negatives=3)
+    assert second[0].json_schema == generation_schema(["C1", "C2"], num_candidates=2, num_negatives=2)
+    assert second[1].json_schema == generation_schema(["C1", "C2"], num_candidates=0, num_negatives=2)
     assert all(r.prompt_version == "cf-v2:generation" for r in second)
     # every budget is sized from the request's own schema (no reply cut off mid-JSON)
     assert all(r.temperature == 0.2 and r.max_new_tokens == max_tokens_for(r.json_schema) for r in gen.requests)
@@ -81,7 +81,7 @@ def test_retry_reasks_with_error_and_previous_reply():
         return generation_reply(neg(NEG_A))
 
     gen = ScriptedGenerator(responder)
-    res = Synthesizer(gen).synthesize([SynthesisInput(QUERY, POSITIVE)])[0]
+    res = Synthesizer(gen, num_negatives=1).synthesize([SynthesisInput(QUERY, POSITIVE)])[0]
     assert res.failure_reason is None and res.attempts == 2 and res.llm_calls == 3
     reask = gen.batches[1][0]
     assert [m["role"] for m in reask.messages][-2:] == ["assistant", "user"]
@@ -253,9 +253,9 @@ def test_query_edit_rejects_wholesale_rewrites_then_fails():
 
 def test_asynthesize_matches_sync_and_batches_stages():
     items = [SynthesisInput(QUERY, POSITIVE, candidates=CANDIDATES)] * 3
-    sync = Synthesizer(ScriptedGenerator(cf_responder)).synthesize(items)
+    sync = Synthesizer(ScriptedGenerator(cf_responder), num_negatives=2).synthesize(items)
     gen = ScriptedGenerator(cf_responder)
-    out = asyncio.run(Synthesizer(gen).asynthesize(items))
+    out = asyncio.run(Synthesizer(gen, num_negatives=2).asynthesize(items))
     assert [r.to_dict() for r in out] == [r.to_dict() for r in sync]
     assert gen.async_batches == 2 and [len(b) for b in gen.batches] == [3, 3]
 

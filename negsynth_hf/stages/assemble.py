@@ -267,7 +267,13 @@ class _RowBuilder:
             slot, meta = self._written_slot(i, order[j], fillers, record)
         else:
             counts["generated_filled"] += 1
-            why = record.failure_reason or f"the generator wrote {len(self.generated.texts[i])} of {self.g}"
+            # the synthesizer's reason for this empty column (one per column), else the row's
+            missing = j - len(order)
+            why = (
+                record.unfilled[missing]
+                if missing < len(record.unfilled)
+                else record.failure_reason or f"the generator wrote {len(self.generated.texts[i])} of {self.g}"
+            )
             slot = SlotRecord(status="filled", text=next(fillers), weight=0.0, weight_reason=f"filled: {why}")
             meta = None
         slot.source = "generated"

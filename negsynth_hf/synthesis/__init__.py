@@ -1,4 +1,4 @@
-"""The synthesis pipeline: prompts, schemas, profiles, parsing/repair/retry and three strategies.
+"""The synthesis pipeline: prompts, schemas, profiles, parsing/repair/retry and four strategies.
 
 Talks to an LLM only through the :class:`~negsynth_hf.generators.base.ChatGenerator` protocol.
 """

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Strategy = Literal["auto", "counterfactual", "naive", "query_edit"]
+Strategy = Literal["auto", "counterfactual", "naive", "query_edit", "rewrite"]
 QueryEditor = Literal["auto", "llm", "rules", "llm_then_rules"]
 #: the concrete strategies and editors ("auto" resolves to one of them, see SynthesisConfig.resolve)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)[1:]
@@ -26,10 +26,13 @@ class SynthesisConfig:
 
     Attributes:
         strategy: ``"counterfactual"`` (analysis + generation, the method), ``"naive"`` (ablation baseline),
-            ``"query_edit"`` (one-detail query edit + a passage answering it; what small models manage) or
-            ``"auto"`` (default): what the generator recommends (:meth:`resolve`), else counterfactual.
+            ``"query_edit"`` (one-detail query edit + a passage answering it; what small models manage),
+            ``"rewrite"`` (in-place span edits of the positive that change one detail, applied and checked by
+            code: the negative keeps the corpus' own text) or ``"auto"`` (default): what the generator
+            recommends (:meth:`resolve`), else counterfactual.
         profile: a built-in profile name, a :class:`~negsynth_hf.synthesis.DatasetProfile`, a dict or a YAML path.
-        num_negatives: K, the most negatives kept per row (``G``, ``num_generated``, in the build).
+        num_negatives: K, the negatives asked for per row (``G``, ``num_generated``, in the build); a row that gets
+            fewer records one reason per missing negative (``SynthesisResult.unfilled``).
         max_candidates: how many mined candidates the prompt shows (a candidate equal to the positive never is).
         temperature / seed: sent on every request (``seed + attempt`` on re-asks).
         max_new_tokens: a cap on every stage's reply budget; ``None`` (default) sizes each stage's budget from

@@ -63,7 +63,8 @@ class Task:
     max_new_tokens: int | None = None  # the stage's budget; None: sized from ``schema`` (``max_tokens_for``)
     value: Any = None
     error: str | None = None
-    previous: str | None = None
+    previous: str | None = None  # the last rejected reply (shown in the re-ask)
+    reply: str | None = None  # the accepted reply (a follow-up turn continues from it)
     attempts: int = 0
     rejected: list[ChatRequest] = field(default_factory=list, repr=False)  # requests whose reply failed parse
 
@@ -85,6 +86,26 @@ class CallSettings:
     temperature: float
     seed: int
     max_attempts: int
+
+
+def distinct(parse: Parser, seen: set[str], key: Callable[[Any], str], what: str) -> Parser:
+    """``parse`` plus a check that the value's ``key`` is new among the tasks sharing ``seen`` (one row's slots).
+
+    The tasks of a row are parsed one after another within a round, so the first of two equal values wins and the
+    other is re-asked with the reason: each slot of a row ends with a distinct value or a recorded failure.
+    """
+
+    def check(text: str) -> tuple[Any, str | None]:
+        value, error = parse(text)
+        if error is not None or value is None:
+            return value, error
+        k = key(value)
+        if k in seen:
+            return None, f"{what} is the same as one already given for this row; change a different detail"
+        seen.add(k)
+        return value, None
+
+    return check
 
 
 def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) -> Plan:
@@ -130,7 +151,7 @@ def run_tasks(tasks: list[Task], settings: CallSettings, stats: list[RowStats]) 
             except Exception as exc:  # a parser bug must cost one row, not the batch
                 value, error = None, f"internal parse error: {type(exc).__name__}: {exc}"
             if error is None and value is not None:
-                task.value, task.error = value, None
+                task.value, task.error, task.reply = value, None, resp.text
                 st.stage_attempts.setdefault(task.stage, []).append(task.attempts)
             else:
                 task.error, task.previous = error or "no value", resp.text

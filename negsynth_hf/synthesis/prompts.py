@@ -1,4 +1,4 @@
-"""Versioned prompt templates for the three strategies (our own wording).
+"""Versioned prompt templates for the four strategies (our own wording).
 
 Everything taken from the dataset (query, positive, title, candidates, and the model's own earlier
 analysis) is inserted between XML-like data tags; any of those tags occurring inside the content is
@@ -19,7 +19,14 @@ from .profiles import DatasetProfile
 #: strategy -> prompt template version
 # qe-v3: the query-edit prompt names the edit kinds a profile marks relevant (avoided)
 # qe-v4: the edit schema's spans hold a whole query (schemas.SPAN_CHARS 100 -> 300)
-PROMPT_VERSIONS: dict[str, str] = {"counterfactual": "cf-v2", "naive": "naive-v1", "query_edit": "qe-v4"}
+# rw-v2: the document comes first and the prompt says to copy from it, not from the query (with rw-v1, Qwen 1.5B
+# mostly copied the claim's words: 0 of 10 SciFact negatives kept)
+PROMPT_VERSIONS: dict[str, str] = {
+    "counterfactual": "cf-v2",
+    "naive": "naive-v1",
+    "query_edit": "qe-v4",
+    "rewrite": "rw-v2",
+}
 #: all strategies' prompt versions in one id (changes when any template changes; for cache fingerprints).
 #: A result's own ``prompt_version`` is its strategy's entry of ``PROMPT_VERSIONS``.
 PROMPT_VERSION: str = "+".join(PROMPT_VERSIONS.values())
@@ -58,10 +65,16 @@ _AVOID_WORDING = {
 }
 
 
-def query_edit_focuses(profile: DatasetProfile) -> tuple[str, ...]:
-    """The edit focuses the LLM editor cycles through, without those asking for a kind the profile marks relevant."""
+#: the rewrite strategy's order: the detail a query is about first (changing it in a document breaks relevance most
+#: surely), a number last (a document's numbers are often not what the query asks about)
+REWRITE_FOCUS = tuple(QUERY_EDIT_FOCUS[i] for i in (2, 1, 4, 3, 0))
+
+
+def query_edit_focuses(profile: DatasetProfile, order: tuple[str, ...] = QUERY_EDIT_FOCUS) -> tuple[str, ...]:
+    """The edit focuses an LLM editor cycles through (in ``order``), without those asking for a kind the profile
+    marks relevant."""
     avoid = set(profile.relevant_edit_kinds)
-    return tuple(f for f in QUERY_EDIT_FOCUS if _FOCUS_KINDS.get(f) not in avoid) or QUERY_EDIT_FOCUS
+    return tuple(f for f in order if _FOCUS_KINDS.get(f) not in avoid) or order
 
 
 def _avoid_line(profile: DatasetProfile) -> str:
@@ -239,6 +252,40 @@ def edited_passage_messages(
         'Reply as JSON: {"passage": "..."}'
     )
     return _messages(system, user)
+
+
+# --------------------------------------------------------------------------- rewrite (rw-v2)
+
+
+def rewrite_messages(
+    query: str, document: str, *, profile: DatasetProfile, focus: str, max_chars: int
+) -> tuple[dict[str, str], ...]:
+    """Short on purpose (small models follow short prompts better); the code applies the edits it names."""
+    system = f"You make small, precise edits to {profile.document_kind}s. {_DATA_RULE} Reply with JSON only."
+    user = (
+        f"Document:\n{_tag('positive', document, max_chars=max_chars)}\n\n"
+        f"It satisfies this {profile.query_kind}:\n{_tag('query', query, max_chars=max_chars)}\n\n"
+        f"Edit the DOCUMENT: find {focus} that the document and the {profile.query_kind} share, and change it in the "
+        f"document to a different, plausible value, so that the document stays on the same subject but no longer "
+        f'satisfies the {profile.query_kind}. Copy each "original" exactly from the document (not from the '
+        f"{profile.query_kind}) and give its new words; change every mention of that detail and nothing else.\n"
+        f"{_avoid_line(profile)}"
+        'Example: for the document "Aspirin lowered the risk of stroke in adults; patients on aspirin had 20% fewer '
+        'strokes." one answer is {"edits": [{"original": "Aspirin", "replacement": "Ibuprofen"}, {"original": '
+        '"aspirin", "replacement": "ibuprofen"}], "edit_type": "entity"}\n'
+        'Reply with JSON only: {"edits": [{"original": "...", "replacement": "..."}], '
+        '"edit_type": "number|population|entity|direction|time|place|condition|other"}'
+    )
+    return _messages(system, user)
+
+
+def more_slots_message(missing: int, used: Sequence[str]) -> str:
+    """The follow-up turn asking for the negatives a reply left out (counterfactual), naming those it gave."""
+    done = "; ".join(used) if used else "none"
+    return (
+        f"Write {missing} more negative document{'s' if missing != 1 else ''}, each violating a critical requirement "
+        f"that your earlier ones did not use (used: {done}). Reply with only the JSON object."
+    )
 
 
 def reask_messages(

@@ -11,13 +11,15 @@ class SynthesisInput:
     """One (query, positive) pair, optionally with mined candidates and the positive's title.
 
     ``candidates`` are mined hard negatives the LLM may rewrite (it keeps corpus style and noise);
-    ``title`` is the only context the query-edit strategy's writer sees besides the edited query.
+    ``title`` is the only context the query-edit strategy's writer sees besides the edited query;
+    ``positive_id`` (optional) names the positive in provenance when the rewrite strategy edits it.
     """
 
     query: str
     positive: str
     candidates: tuple[str, ...] = ()
     title: str | None = None
+    positive_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.candidates, tuple):  # accept lists, keep the record hashable
@@ -41,6 +43,10 @@ class SynthesizedNegative:
         changed_span: ``(original words, replacement words)`` of that edit (query_edit only).
         node_id: the violated requirement node's id (counterfactual only).
         rule_edit: ``True`` when the query edit was made by code (``rule_edits``), not by the LLM.
+        source: the document the rewrite strategy edited (``"positive"``); ``None`` for written texts.
+        source_id: that document's id when the input named it (``SynthesisInput.positive_id``).
+        edits: ``(original span, replacement)`` of every in-place edit (rewrite only); ``text`` is ``source`` with
+            every mention of each span replaced.
     """
 
     text: str
@@ -54,11 +60,15 @@ class SynthesizedNegative:
     changed_span: tuple[str, str] | None = None
     node_id: str | None = None
     rule_edit: bool = False
+    source: str | None = None
+    source_id: str | None = None
+    edits: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["flags"] = list(self.flags)
         out["changed_span"] = list(self.changed_span) if self.changed_span else None
+        out["edits"] = [list(e) for e in self.edits]
         return out
 
 
@@ -77,6 +87,8 @@ class SynthesisResult:
         dropped_candidates: mined candidates left out of prompts to fit the model's context.
         stage_attempts: stage -> attempts each of the row's calls of that stage took (negative: it failed after
             that many); ``1`` is a reply valid on the first attempt.
+        unfilled: one reason per negative the row asked for (K) but did not get: ``len(negatives) +
+            len(unfilled) == K`` for every row.
     """
 
     negatives: list[SynthesizedNegative] = field(default_factory=list)
@@ -95,6 +107,7 @@ class SynthesisResult:
     trimmed_tokens: int = 0
     dropped_candidates: int = 0
     stage_attempts: dict[str, list[int]] = field(default_factory=dict)
+    unfilled: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

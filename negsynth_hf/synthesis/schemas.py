@@ -45,6 +45,12 @@ def _snake(value: Any) -> Any:
     return value
 
 
+def _edit_type(value: Any) -> Any:
+    """An edit label in our spelling; an unknown one is "other" (the code judges the kind from the words)."""
+    value = _snake(value)
+    return value if value in EDIT_TYPES else "other"
+
+
 class _Stage(BaseModel):
     # lenient on input (extra keys ignored), strict in the published schema
     model_config = ConfigDict(
@@ -59,6 +65,9 @@ PASSAGE_CHARS = 1500  # a generated document (SciFact abstracts average ~1,500 c
 # 58 edits) and the word diff finds the one changed span; at 100 a grammar-constrained server cut 12 of 58 mid-query
 # (Cranfield's median query is 106 characters), which made the edit identical or not a copy (qe-v4)
 SPAN_CHARS = 300
+# the rewrite strategy's spans: a detail of a document (a name, a number, a phrase), never a whole sentence block
+REWRITE_SPAN_CHARS = 120
+MAX_REWRITE_EDITS = 4  # one detail and its repeated mentions
 
 
 class BreakStrategy(_Stage):
@@ -209,11 +218,7 @@ class QueryEdit(_Stage):
     replacement: str = Field(min_length=1, max_length=SPAN_CHARS, description="the words to put in their place")
     edit_type: EditType = Field(default="other", description="which kind of detail was changed")
 
-    @field_validator("edit_type", mode="before")
-    @classmethod
-    def _norm_edit_type(cls, value: Any) -> Any:
-        value = _snake(value)
-        return value if value in EDIT_TYPES else "other"
+    _norm_edit_type = field_validator("edit_type", mode="before")(_edit_type)
 
 
 class EditedPassage(_Stage):
@@ -222,11 +227,39 @@ class EditedPassage(_Stage):
     passage: str = Field(min_length=1, max_length=PASSAGE_CHARS)
 
 
+class SpanEdit(_Stage):
+    """One in-place change of the rewrite strategy: words copied from the document and what replaces them."""
+
+    original: str = Field(
+        min_length=1, max_length=REWRITE_SPAN_CHARS, description="words copied exactly from the document"
+    )
+    replacement: str = Field(
+        min_length=1, max_length=REWRITE_SPAN_CHARS, description="the different words to put in their place"
+    )
+
+
+class Rewrite(_Stage):
+    """The rewrite strategy's one call: small in-place edits that break one requirement of the document.
+
+    The model names spans and replacements; the code checks that every span occurs verbatim in the document
+    and that every replacement differs, then applies them (``span_edits.apply_span_edits``). The text of the
+    negative is therefore the document's own, with only the named spans changed.
+    """
+
+    edits: list[SpanEdit] = Field(
+        min_length=1, max_length=MAX_REWRITE_EDITS, description="every change; each mention of the changed detail"
+    )
+    edit_type: EditType = Field(default="other", description="which kind of detail was changed")
+
+    _norm_edit_type = field_validator("edit_type", mode="before")(_edit_type)
+
+
 ANALYSIS_SCHEMA: dict[str, Any] = Analysis.model_json_schema()
 GENERATION_SCHEMA: dict[str, Any] = Generation.model_json_schema()
 NAIVE_SCHEMA: dict[str, Any] = NaivePassages.model_json_schema()
 QUERY_EDIT_SCHEMA: dict[str, Any] = QueryEdit.model_json_schema()
 EDITED_PASSAGE_SCHEMA: dict[str, Any] = EditedPassage.model_json_schema()
+REWRITE_SCHEMA: dict[str, Any] = Rewrite.model_json_schema()
 
 #: schema file name (without .json) -> (pydantic model, schema)
 SCHEMAS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
@@ -235,6 +268,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
     "naive": (NaivePassages, NAIVE_SCHEMA),
     "query_edit": (QueryEdit, QUERY_EDIT_SCHEMA),
     "edited_passage": (EditedPassage, EDITED_PASSAGE_SCHEMA),
+    "rewrite": (Rewrite, REWRITE_SCHEMA),
 }
 
 

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class Synthesizer:
-    """Writes hard negatives for (query, positive) rows with an LLM, using one of three strategies.
+    """Writes hard negatives for (query, positive) rows with an LLM, using one of four strategies.
 
     Args:
         generator: any :class:`~negsynth_hf.generators.base.ChatGenerator`.
@@ -144,6 +144,7 @@ class Synthesizer:
             result.attempts = st.max_attempts
             if result.failure_reason is None and not result.negatives:
                 result.failure_reason = "no usable negative was produced"
+            _account_unfilled(result, self.num_negatives)
         _forget_rejected(self.generator, ctx)
         return ctx.results
 
@@ -190,6 +191,13 @@ class Synthesizer:
         )
 
 
+def _account_unfilled(result: SynthesisResult, k: int) -> None:
+    """Exactly one reason per missing negative: the strategy's own, else the row's failure, else a count."""
+    missing = max(0, k - len(result.negatives))
+    generic = result.failure_reason or f"{result.strategy}: the reply gave {len(result.negatives)} of {k} negatives"
+    result.unfilled = (list(result.unfilled) + [generic] * missing)[:missing]
+
+
 def _coerce(raw: SynthesisInput | Mapping[str, Any]) -> SynthesisInput:
     if isinstance(raw, Mapping):
         raw = SynthesisInput(
@@ -197,6 +205,7 @@ def _coerce(raw: SynthesisInput | Mapping[str, Any]) -> SynthesisInput:
             positive=raw.get("positive"),  # type: ignore[arg-type]
             candidates=tuple(raw.get("candidates") or ()),
             title=raw.get("title"),
+            positive_id=raw.get("positive_id"),
         )
     if not isinstance(raw, SynthesisInput):
         raise TypeError(f"expected SynthesisInput or a mapping, got {type(raw).__name__}")
@@ -206,6 +215,8 @@ def _coerce(raw: SynthesisInput | Mapping[str, Any]) -> SynthesisInput:
         raise ValueError("empty or non-string positive")
     if raw.title is not None and not isinstance(raw.title, str):
         raise ValueError("title must be a string or None")
+    if raw.positive_id is not None and not isinstance(raw.positive_id, str):
+        raise ValueError("positive_id must be a string or None")
     return raw
 
 
