@@ -104,7 +104,7 @@ def test_rule_edits_make_no_nonsense_edits():
 
 
 def test_llm_edit_with_a_problem_is_reasked_with_the_reason():
-    parse = _edit_parser("has anyone developed an analysis of conical shells .")
+    parse = _edit_parser("has anyone developed an analysis of conical shells .", get_profile("generic"))
     value, error = parse(json.dumps({"original": "has", "replacement": "lacks", "edit_type": "direction"}))
     assert value is None and "auxiliary" in error
     value, error = parse(json.dumps({"original": "conical", "replacement": "spherical", "edit_type": "entity"}))
