@@ -81,7 +81,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
 def test_sdist_carries_what_the_wheel_needs(built):
     names = {n.split("/", 1)[1] for n in tarfile.open(built["sdist"]).getnames() if "/" in n}
     needed = _source_modules() | {"pyproject.toml", "setup.py", "README.md"}
-    needed |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "model_cards").glob("*.md")}
+    needed |= {f"negsynth_hf/templates/{p.name}" for p in (ROOT / "model_cards").glob("*.md")}  # the link, as files
     needed |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "negsynth_hf" / "synthesis" / "schemas").glob("*.json")}
     assert not needed - names, f"missing from the sdist: {sorted(needed - names)}"
 
