@@ -42,7 +42,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,30 +92,6 @@ def synthetic_data(pairs: int, documents: int, *, seed: int = 0) -> tuple[dict[s
 
 
 # ---------------------------------------------------------------------------------------------- one build (child)
-class PeakRSS:
-    """Samples this process's RSS every ``interval`` seconds (``ru_maxrss`` misses nothing; this tracks stages)."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        import psutil
-
-        self.process, self.interval = psutil.Process(), interval
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def child(args: argparse.Namespace) -> int:
     """One build in this process; writes its figures to ``args.out`` (JSON)."""
     from datasets import Dataset, disable_progress_bars
@@ -139,7 +114,11 @@ def child(args: argparse.Namespace) -> int:
         timeout=120,
         cache_dir=str(work / "responses"),
     )
-    with PeakRSS() as peak:
+    import psutil
+
+    from benchmarks.load_synthesis import PeakRSS
+
+    with PeakRSS(psutil.Process(), interval=0.2) as peak:
         start = time.perf_counter()
         result = build_dataset(
             pairs,
